@@ -1,0 +1,192 @@
+"""Weights across frameworks: a torch state dict (as numpy) <-> an ``nnx`` module's variables.
+
+The canonical format is the torch ``state_dict`` with the tutorial's own key names, as numpy
+arrays. Rules are per layer type (``RULES``); a Module's own raw ``nnx.Param`` attributes
+(the lessons' ``w``, ``b``, ``w1``...) map to the same name unchanged. A round trip is exact:
+every rule is a transpose or a copy, never arithmetic.
+"""
+
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from compare import CompareError
+
+
+class PortError(CompareError):
+    """A weights file or state dict that does not fit the model."""
+
+
+def _linear(kernel):
+    # torch Linear weight is (out, in) for y = x W^T; Flax kernel is (in, out) for y = x K.
+    return kernel.T
+
+
+def _conv(kernel):
+    # torch Conv2d weight is OIHW; Flax Conv kernel is HWIO.
+    return kernel.transpose(3, 2, 0, 1)
+
+
+def _conv_back(weight):
+    return weight.transpose(2, 3, 1, 0)
+
+
+def _same(array):
+    return array
+
+
+# layer type -> {nnx attribute: (torch name, nnx -> torch, torch -> nnx)}
+RULES = {
+    nnx.Linear: {"kernel": ("weight", _linear, _linear), "bias": ("bias", _same, _same)},
+    nnx.Conv: {"kernel": ("weight", _conv, _conv_back), "bias": ("bias", _same, _same)},
+    nnx.Embed: {"embedding": ("weight", _same, _same)},
+}
+
+
+def _torch_prefix(path, modules):
+    """``('layer1', 'layers', 0)`` -> ``'layer1.0.'``: nnx.Sequential keeps its children under
+    ``layers``, torch's Sequential under their bare index."""
+    parts = []
+    for i, part in enumerate(path):
+        if part == "layers" and isinstance(modules.get(path[:i]), nnx.Sequential):
+            continue
+        parts.append(str(part))
+    return "".join(f"{p}." for p in parts)
+
+
+def mapping(model):
+    """Every ported variable of ``model``: torch key -> (nnx path, variable, to_torch, to_nnx)."""
+    modules = dict(nnx.iter_modules(model))
+    table = {}
+    for path, module in modules.items():
+        prefix = _torch_prefix(path, modules)
+        rules = RULES.get(type(module))
+        for attr, var in vars(module).items():
+            if not isinstance(var, nnx.Param | nnx.BatchStat):
+                continue
+            if rules is not None:
+                if attr not in rules:
+                    raise PortError(f"no porting rule for {type(module).__name__}.{attr}")
+                name, to_torch, to_nnx = rules[attr]
+            else:
+                name, to_torch, to_nnx = attr, _same, _same
+            table[prefix + name] = ((*path, attr), var, to_torch, to_nnx)
+    return table
+
+
+def _check(table, state_dict, source):
+    missing = sorted(set(table) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(table))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected}")
+        raise PortError(f"{source}: {'; '.join(parts)}")
+    for key, (_, var, _, to_nnx) in table.items():
+        want = var.get_value().shape
+        got = to_nnx(np.asarray(state_dict[key])).shape
+        if got != want:
+            torch_shape = tuple(np.shape(state_dict[key]))
+            raise PortError(f"{source}: {key} has shape {torch_shape}, the model expects another")
+
+
+def to_nnx(model, state_dict, dtype=None, source="state dict"):
+    """Load a torch-named numpy state dict into ``model`` in place; keys and shapes must match."""
+    table = mapping(model)
+    _check(table, state_dict, source)
+    for key, (_, var, _, to_nnx) in table.items():
+        array = np.asarray(state_dict[key])
+        if dtype is not None and np.issubdtype(array.dtype, np.floating):
+            array = array.astype(dtype)
+        var.set_value(jnp.asarray(to_nnx(array)))
+    return model
+
+
+def from_nnx(model):
+    """``model``'s variables as a torch-named numpy state dict."""
+    table = mapping(model)
+    return {
+        key: to_torch(np.asarray(var.get_value())) for key, (_, var, to_torch, _) in table.items()
+    }
+
+
+def grads_from_nnx(model, grads):
+    """An ``nnx.grad`` result for ``model`` as a torch-named numpy dict (parameters only)."""
+    flat = dict(grads.flat_state())
+    out = {}
+    for key, (path, _, to_torch, _) in mapping(model).items():
+        if path in flat:
+            leaf = flat[path]
+            leaf = leaf.get_value() if isinstance(leaf, nnx.Variable) else leaf
+            out[key] = to_torch(np.asarray(leaf))
+    return out
+
+
+def torch_state_dict(model):
+    """A torch module's state dict as numpy arrays (float64 kept as is)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def read_state_dict(path):
+    """A torch state dict from ``.safetensors`` or ``.pt``/``.pth``/``.pkl``, as numpy arrays."""
+    path = Path(path)
+    if not path.is_file():
+        raise PortError(f"{path}: no such file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            state = load_file(str(path))
+        else:
+            import torch
+
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # each library raises its own kinds; the message is what matters
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PortError(f"{path}: not a readable state dict ({first})") from None
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        raise PortError(f"{path}: holds no state dict of tensors (save model.state_dict())")
+    return {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in state.items()}
+
+
+def write_state_dict(state_dict, path):
+    """Write a numpy state dict as torch would: ``.safetensors`` or ``torch.save`` (.pt)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import save_file
+
+        save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, str(path))
+    else:
+        import torch
+
+        torch.save(
+            {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}, path
+        )
+
+
+def load_into_torch(model, state_dict, source="state dict"):
+    """``model.load_state_dict`` with key and shape errors turned into one line."""
+    import torch
+
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected}")
+        raise PortError(f"{source}: {'; '.join(parts)}")
+    for key, value in own.items():
+        if tuple(state_dict[key].shape) != tuple(value.shape):
+            raise PortError(
+                f"{source}: {key} has shape {tuple(state_dict[key].shape)}, "
+                f"the model expects {tuple(value.shape)}"
+            )
+    model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state_dict.items()})
+    return model

@@ -1,0 +1,169 @@
+"""Every task: its two tutorial modules, its data and its hyperparameters, in one place.
+
+Adding a tutorial = ``jaxnets/<stem>.py`` + ``torchref/<stem>.py`` + one entry in ``TASKS``.
+Both sides receive the same frozen hyperparameter object and read it by attribute.
+"""
+
+import importlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RegressionHP:
+    n_feature: int = 1
+    n_hidden: int = 10
+    n_output: int = 1
+    lr: float = 0.2
+    num_epochs: int = 100
+    batch_size: int | None = None  # None: full batch
+
+
+@dataclass(frozen=True)
+class ClassificationHP:
+    n_feature: int = 2
+    n_hidden: int = 10
+    n_output: int = 2
+    lr: float = 0.02
+    num_epochs: int = 100
+    batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class OptimizersHP:
+    n_hidden: int = 20
+    lr: float = 0.01
+    momentum: float = 0.8
+    alpha: float = 0.9  # RMSprop's smoothing constant (optax calls it decay)
+    betas: tuple[float, float] = (0.9, 0.99)
+    num_epochs: int = 12
+    batch_size: int | None = 32
+
+
+@dataclass(frozen=True)
+class FlowerLogisticHP:
+    n_feature: int = 2
+    lr: float = 0.1
+    num_epochs: int = 100
+    batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class FlowerNetHP:
+    n_input: int = 2
+    n_hidden: int = 4
+    n_output: int = 1
+    lr: float = 1.0
+    num_epochs: int = 10_000
+    batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class AutogradFitHP:
+    lr: float = 0.001
+    num_epochs: int = 800
+    batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    lesson: str
+    module: str  # the same file stem in jaxnets/ and torchref/
+    dataset: str  # a name in compare.data.DATASETS
+    hp: object
+    metric: str  # how runs score it: "loss" or "accuracy"
+    picture: str  # a function in compare.plots drawing the lesson's own figure
+    quick_epochs: int  # the schedule of --quick
+    # Lockstep tolerance on relative loss and parameter differences, per dtype. float64 is the
+    # project-wide 1e-9; float32 is the drift measured over the full schedule (see docs/PARITY.md).
+    tolerance: dict = field(default_factory=dict)
+    loss_names: tuple[str, ...] = ()  # when one step reports several losses
+    tiers: tuple[int, ...] = (1, 2, 3)
+
+    def modules(self):
+        """The two tutorial modules: (jaxnets.<module>, torchref.<module>)."""
+        return (
+            importlib.import_module(f"jaxnets.{self.module}"),
+            importlib.import_module(f"torchref.{self.module}"),
+        )
+
+
+TASKS = {
+    "regression": Task(
+        name="regression",
+        lesson="A: Morvan's PyTorch basics, regression (seeds/000)",
+        module="regression",
+        dataset="parabola",
+        hp=RegressionHP(),
+        metric="loss",
+        picture="fitted_curve",
+        quick_epochs=10,
+        tolerance={"float64": 1e-9, "float32": 1e-6},
+    ),
+    "classification": Task(
+        name="classification",
+        lesson="A: Morvan's PyTorch basics, classification (seeds/000)",
+        module="classification",
+        dataset="two-clouds",
+        hp=ClassificationHP(),
+        metric="accuracy",
+        picture="predicted_classes",
+        quick_epochs=10,
+        tolerance={"float64": 1e-9, "float32": 2e-6},
+    ),
+    "optimizers": Task(
+        name="optimizers",
+        lesson="A: Morvan's PyTorch basics, optimizers (seeds/000)",
+        module="optimizers",
+        dataset="noisy-parabola",
+        hp=OptimizersHP(),
+        metric="loss",
+        picture="optimizer_curves",
+        quick_epochs=1,
+        tolerance={"float64": 1e-9, "float32": 3e-6},
+        loss_names=("SGD", "Momentum", "RMSprop", "Adam"),
+    ),
+    "flower-logistic": Task(
+        name="flower-logistic",
+        lesson="B: logistic regression on the flower data (seeds/001)",
+        module="flower_logistic",
+        dataset="flower",
+        hp=FlowerLogisticHP(),
+        metric="accuracy",
+        picture="decision_boundary",
+        quick_epochs=10,
+        tolerance={"float64": 1e-9, "float32": 2e-6},
+    ),
+    "flower-net": Task(
+        name="flower-net",
+        lesson="B: two-layer net on the flower data (seeds/001)",
+        module="flower_net",
+        dataset="flower",
+        hp=FlowerNetHP(),
+        metric="accuracy",
+        picture="decision_boundary",
+        quick_epochs=200,
+        tolerance={"float64": 1e-9, "float32": 2e-5},
+    ),
+    "autograd-fit": Task(
+        name="autograd-fit",
+        lesson="C: numpy by hand, autograd, jax.grad (seeds/002 ch. 2.6-2.7)",
+        module="autograd_fit",
+        dataset="quadratic",
+        hp=AutogradFitHP(),
+        metric="loss",
+        picture="fitted_curve",
+        quick_epochs=50,
+        tolerance={"float64": 1e-9, "float32": 3e-6},
+    ),
+}
+
+
+def get(name):
+    """The task called ``name``, or a CompareError listing the known ones."""
+    from compare import CompareError
+
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise CompareError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None

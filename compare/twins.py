@@ -1,0 +1,199 @@
+"""Both sides of a task, built from the same initial weights, and their training loops.
+
+The torch side starts from its own default initialisation (``torch.manual_seed(seed)``) or
+from ``--init-from``; its state dict is ported to the JAX side, so both begin identical.
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from flax import nnx
+from tqdm.auto import tqdm
+
+from compare import CompareError, data, port, registry
+from jaxnets import _train as jax_train
+
+DTYPES = {"float32": (np.float32, torch.float32), "float64": (np.float64, torch.float64)}
+
+
+@dataclass
+class Twins:
+    task: registry.Task
+    hp: object
+    dtype: str
+    jax_module: object
+    torch_module: object
+    jax_model: object
+    jax_optimizer: object
+    torch_model: object
+    torch_optimizer: object
+    arrays: dict  # the numpy data
+    jax_arrays: dict  # the same, on the JAX device, in dtype
+    torch_arrays: dict  # the same, as torch tensors, in dtype
+    initial: dict  # the common initial state dict (torch names, numpy)
+
+
+def set_precision(dtype):
+    """Full-precision matmuls on both sides (no TF32), and 64-bit JAX for float64."""
+    if dtype == "float64":
+        jax_train.use_float64()
+    jax.config.update("jax_default_matmul_precision", "highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def with_overrides(hp, overrides):
+    """``hp`` with ``{"lr": "0.5"}``-style strings applied, each parsed as its field's type."""
+    if not overrides:
+        return hp
+    fields = {f.name: f for f in dataclasses.fields(hp)}
+    changes = {}
+    for key, text in overrides.items():
+        if key not in fields:
+            raise CompareError(f"--set {key}: no such hyperparameter; known: {', '.join(fields)}")
+        current = getattr(hp, key)
+        try:
+            if isinstance(current, tuple):
+                changes[key] = tuple(float(v) for v in text.split(","))
+            elif isinstance(current, bool):
+                changes[key] = text.lower() in ("1", "true", "yes")
+            elif isinstance(current, int) or (current is None and text.lower() != "none"):
+                changes[key] = int(text)
+            elif current is None or text.lower() == "none":
+                changes[key] = None
+            else:
+                changes[key] = type(current)(text)
+        except ValueError:
+            raise CompareError(
+                f"--set {key}={text}: not a valid {type(current).__name__}"
+            ) from None
+    return dataclasses.replace(hp, **changes)
+
+
+def make_twins(task, dtype="float32", seed=0, init_from=None, hp=None):
+    if dtype not in DTYPES:
+        raise CompareError(f"unknown dtype {dtype!r}; use float32 or float64")
+    set_precision(dtype)
+    np_dtype, torch_dtype = DTYPES[dtype]
+    hp = hp or task.hp
+    jax_module, torch_module = task.modules()
+
+    torch.manual_seed(seed)
+    torch_model = torch_module.new_model(hp)
+    if init_from is not None:
+        state = port.read_state_dict(init_from)
+        port.load_into_torch(torch_model, state, source=str(init_from))
+    torch_model = torch_model.to(torch_dtype)
+    initial = port.torch_state_dict(torch_model)
+
+    jax_model = jax_module.new_model(hp, nnx.Rngs(seed))
+    port.to_nnx(jax_model, initial, dtype=np_dtype)
+
+    arrays = data.load(task.name)
+
+    def cast(array):
+        return array.astype(np_dtype) if np.issubdtype(array.dtype, np.floating) else array
+
+    return Twins(
+        task=task,
+        hp=hp,
+        dtype=dtype,
+        jax_module=jax_module,
+        torch_module=torch_module,
+        jax_model=jax_model,
+        jax_optimizer=jax_module.new_optimizer(jax_model, hp),
+        torch_model=torch_model,
+        torch_optimizer=torch_module.new_optimizer(torch_model, hp),
+        arrays=arrays,
+        jax_arrays={k: jnp.asarray(cast(v)) for k, v in arrays.items()},
+        torch_arrays={k: torch.from_numpy(cast(v)) for k, v in arrays.items()},
+        initial=initial,
+    )
+
+
+def schedule(twins, num_epochs, seed=0):
+    """The batch order both sides follow: ``order[epoch][step]`` index arrays."""
+    n = len(twins.arrays["x"])
+    return data.batch_order(n, twins.hp.batch_size, num_epochs, seed=seed)
+
+
+def _check_finite(losses, side, task, start):
+    bad = ~np.isfinite(losses)
+    if bad.any():
+        step = start + int(np.argmax(bad.reshape(len(losses), -1).any(axis=1)))
+        value = losses.reshape(len(losses), -1)[step - start]
+        raise CompareError(
+            f"{task}: the {side} loss became non-finite ({value.tolist()}) at step {step}; "
+            "nothing was written (try a smaller --set lr=...)"
+        )
+
+
+def train_torch(twins, order, progress=False):
+    """The torch side over ``order``: one ``train_step`` per batch. Returns the losses."""
+    module, model, optimizer = twins.torch_module, twins.torch_model, twins.torch_optimizer
+    x, y = twins.torch_arrays["x"], twins.torch_arrays["y"]
+    full_batch = twins.hp.batch_size is None
+    model.train()
+    losses = []
+    bar = tqdm(order, desc="torch", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        epoch_losses = []
+        for idx in epoch:
+            xb, yb = (x, y) if full_batch else (x[idx], y[idx])
+            epoch_losses.append(module.train_step(model, optimizer, xb, yb))
+        epoch_losses = torch.stack(epoch_losses).numpy()
+        _check_finite(epoch_losses, "torch", twins.task.name, sum(map(len, losses)))
+        losses.append(epoch_losses)
+    return np.concatenate(losses)
+
+
+def train_jax(twins, order, progress=False, chunks=20):
+    """The JAX side over ``order``: each epoch one jitted ``lax.scan`` (full-batch schedules in
+    ``chunks`` scans, so the progress bar moves). Returns the losses."""
+    module, model, optimizer = twins.jax_module, twins.jax_model, twins.jax_optimizer
+    x, y = twins.jax_arrays["x"], twins.jax_arrays["y"]
+    losses = []
+    bar = tqdm(total=len(order), desc="jax", unit="epoch", disable=not progress, leave=False)
+    if twins.hp.batch_size is None:
+        size = max(1, math.ceil(len(order) / chunks))
+        for start in range(0, len(order), size):
+            steps = min(size, len(order) - start)
+            chunk = jax_train.train_full_batch(module.train_step, model, optimizer, x, y, steps)
+            chunk = np.asarray(chunk)
+            _check_finite(chunk, "jax", twins.task.name, start)
+            losses.append(chunk)
+            bar.update(steps)
+    else:
+        for epoch in order:
+            epoch_losses = jax_train.train_epoch(module.train_step, model, optimizer, x, y, epoch)
+            epoch_losses = np.asarray(epoch_losses)
+            _check_finite(epoch_losses, "jax", twins.task.name, sum(map(len, losses)))
+            losses.append(epoch_losses)
+            bar.update(1)
+    bar.close()
+    return np.concatenate(losses)
+
+
+def max_rel_diff(a, b):
+    """max |a - b| / |b| elementwise (|b| floored at the smallest normal float64)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), np.finfo(np.float64).tiny)))
+
+
+def tensor_rel_diff(a, b):
+    """max over tensors of max |a - b| / max |b|: relative to each tensor's own scale."""
+    worst = 0.0
+    for key in b:
+        x, y = np.asarray(a[key], np.float64), np.asarray(b[key], np.float64)
+        scale = max(float(np.max(np.abs(y))) if y.size else 0.0, np.finfo(np.float64).tiny)
+        worst = max(worst, float(np.max(np.abs(x - y))) / scale if y.size else 0.0)
+    return worst
