@@ -1,0 +1,214 @@
+"""``python -m compare`` (also installed as ``twinnets``): list, run, parity, convert.
+
+Every failure the user can cause ends with one line on stderr and exit status 2; ``parity``
+exits 1 when the two sides disagree beyond the task's tolerance.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from compare import CompareError, registry
+
+
+def _overrides(pairs):
+    overrides = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CompareError(f"--set {pair}: expected KEY=VALUE, e.g. --set lr=0.1")
+        overrides[key] = value
+    return overrides
+
+
+def cmd_list(args):
+    rows = [
+        {
+            "name": t.name,
+            "lesson": t.lesson,
+            "dataset": t.dataset,
+            "tiers": list(t.tiers),
+            "metric": t.metric,
+            "module": t.module,
+        }
+        for t in registry.TASKS.values()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['dataset']:<15} tiers {r['tiers']}  {r['lesson']}")
+    return 0
+
+
+def cmd_run(args):
+    from compare import runs
+    from compare.twins import with_overrides
+
+    task = registry.get(args.task)
+    hp = with_overrides(task.hp, _overrides(args.set))
+    result = runs.run(
+        task.name,
+        epochs=args.epochs,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        init_from=args.init_from,
+        out=args.out,
+        quick=args.quick,
+        hp=hp,
+        progress=not args.no_progress,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        head = f"{result['task']}: {result['epochs']} epochs, {result['steps']} steps"
+        print(f"{head} on {result['dataset']}")
+        for side in ("torch", "jax"):
+            r = result[side]
+            print(f"  {side:<5} {json.dumps(r['metrics'])}  ({r['train_seconds']:.2f} s)")
+        diff = result["loss_max_abs_diff"]
+        print(f"  largest loss difference {diff:.3g}; wrote {result['out_dir']}/")
+    return 0
+
+
+def cmd_parity(args):
+    from compare import parity
+    from compare.twins import with_overrides
+
+    task = registry.get(args.task)
+    hp = with_overrides(task.hp, _overrides(args.set))
+    result = parity.lockstep(
+        task.name,
+        dtype=args.dtype,
+        steps=args.steps,
+        init_from=args.init_from,
+        seed=args.seed,
+        hp=hp,
+        progress=not args.no_progress and not args.json,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        verdict = "PASSED" if result["passed"] else "FAILED"
+        print(
+            f"{result['task']} {result['dtype']} lockstep over {result['steps']} steps: {verdict}"
+        )
+        for key in (
+            "loss_max_rel_diff",
+            "param_max_rel_diff",
+            "forward_max_rel_diff",
+            "grad_max_rel_diff",
+        ):
+            print(f"  {key:<22} {result[key]:.3e}")
+        print(f"  {'tolerance':<22} {result['tolerance']:.1e}")
+    return 0 if result["passed"] else 1
+
+
+def cmd_convert(args):
+    from flax import nnx
+    from safetensors import SafetensorError
+
+    from compare import port
+    from jaxnets import _train as jax_train
+
+    task = registry.get(args.task)
+    jax_train.use_float64()  # keep float64 files float64
+    jax_module, torch_module = task.modules()
+    model = jax_module.new_model(task.hp, nnx.Rngs(0))
+    src, dst = Path(args.input), Path(args.output)
+    if not src.is_file():
+        raise CompareError(f"{src}: no such file")
+
+    direction = args.to
+    if direction == "auto":
+        torch_keys = set(port.mapping(model))
+        state = port.read_state_dict(src)
+        direction = "flax" if set(state) == torch_keys else "torch"
+    if direction == "flax":
+        if dst.suffix != ".safetensors":
+            raise CompareError(f"{dst}: a Flax checkpoint is written as .safetensors")
+        port.to_nnx(model, port.read_state_dict(src), source=str(src))
+        jax_train.save_checkpoint(model, dst)
+    else:
+        try:
+            jax_train.load_checkpoint(model, src)
+        except (ValueError, SafetensorError) as err:
+            raise CompareError(
+                f"{src}: neither a torch state dict nor a Flax checkpoint of {task.name} ({err})"
+            ) from None
+        port.write_state_dict(port.from_nnx(model), dst)
+    what = "torch state dict to Flax" if direction == "flax" else "Flax to torch state dict"
+    print(f"{src} -> {dst} ({what})")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="twinnets", description="PyTorch tutorials and their JAX twins, trained side by side."
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    p = verbs.add_parser("list", help="every task, its lesson, dataset and parity tiers")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = verbs.add_parser(
+        "run", help="train both sides from the same weights, write metrics and plots"
+    )
+    p.add_argument("task")
+    p.add_argument("--epochs", type=int, help="default: the lesson's schedule")
+    p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
+    p.add_argument("--data-dir", help="where a task's data files are (tasks that read files)")
+    p.add_argument(
+        "--init-from", help="a torch state dict (.pt or .safetensors) to start both from"
+    )
+    p.add_argument("--out", help="output directory (default runs/TASK)")
+    p.add_argument("--quick", action="store_true", help="a short schedule, for a smoke test")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = verbs.add_parser("parity", help="lockstep parity, tiers 1 to 3; exit 1 if it fails")
+    p.add_argument("task")
+    p.add_argument("--steps", type=int, help="default: the lesson's whole schedule")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    p.add_argument(
+        "--init-from", help="a torch state dict (.pt or .safetensors) to start both from"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_parity)
+
+    p = verbs.add_parser("convert", help="a torch state dict to a Flax checkpoint, or back")
+    p.add_argument("task")
+    p.add_argument("input", help=".pt/.pth or .safetensors")
+    p.add_argument("output", help=".safetensors for Flax; .pt or .safetensors for torch")
+    p.add_argument(
+        "--to",
+        choices=("auto", "flax", "torch"),
+        default="auto",
+        help="direction (auto: by the input's key names)",
+    )
+    p.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CompareError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

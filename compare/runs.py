@@ -1,0 +1,163 @@
+"""The ``run`` verb: train both sides from the same weights on the same batches, write results.
+
+Outputs go to a hidden sibling directory first and move into ``--out`` only when everything
+succeeded, ``metrics.json`` last: a failed run leaves nothing that looks like a result.
+"""
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import torch
+
+from compare import CompareError, plots, port, registry
+from compare.twins import make_twins, schedule, train_jax, train_torch
+
+
+def predictors(twins):
+    """side -> function(numpy x) -> numpy prediction, in the dtype the side trained in."""
+    np_dtype = np.asarray(twins.jax_arrays["x"]).dtype
+
+    def torch_predict(x):
+        model = twins.torch_model.eval()
+        return twins.torch_module.predict(model, torch.from_numpy(np.asarray(x, np_dtype))).numpy()
+
+    def jax_predict(x):
+        return np.asarray(twins.jax_module.predict(twins.jax_model, jax.numpy.asarray(x, np_dtype)))
+
+    return {"torch": torch_predict, "jax": jax_predict}
+
+
+def evaluate(twins, predict, losses):
+    """Per side: the last training loss(es), and accuracy or the fitted parameters."""
+    metrics = {}
+    for side in ("torch", "jax"):
+        last = np.asarray(losses[side][-1])
+        if twins.task.loss_names:
+            side_metrics = {
+                "final_loss": dict(zip(twins.task.loss_names, last.tolist(), strict=True))
+            }
+        else:
+            side_metrics = {"final_loss": float(last)}
+        if twins.task.metric == "accuracy":
+            pred = predict[side](twins.arrays["x"]).reshape(-1)
+            side_metrics["accuracy"] = float(np.mean(pred == twins.arrays["y"].reshape(-1)))
+        metrics[side] = side_metrics
+    return metrics
+
+
+def small_params(state_dict, limit=8):
+    """A model's parameters as plain numbers when there are only a few (autograd-fit's w, b)."""
+    if sum(np.size(v) for v in state_dict.values()) > limit:
+        return None
+    return {k: np.asarray(v).reshape(-1).tolist() for k, v in state_dict.items()}
+
+
+def run(
+    task_name,
+    epochs=None,
+    seed=0,
+    data_dir=None,
+    init_from=None,
+    out=None,
+    quick=False,
+    hp=None,
+    progress=True,
+):
+    task = registry.get(task_name)
+    if data_dir is not None:
+        raise CompareError(
+            f"{task.name} generates its data in compare/data.py; --data-dir does not apply"
+        )
+    twins = make_twins(task, dtype="float32", seed=seed, init_from=init_from, hp=hp)
+    num_epochs = epochs or (task.quick_epochs if quick else twins.hp.num_epochs)
+    if num_epochs < 1:
+        raise CompareError("--epochs must be at least 1")
+    order = schedule(twins, num_epochs, seed=seed)
+    out_dir = Path(out) if out else Path("runs") / task.name
+
+    losses, seconds = {}, {}
+    start = time.perf_counter()
+    losses["torch"] = train_torch(twins, order, progress=progress)
+    seconds["torch"] = time.perf_counter() - start
+    start = time.perf_counter()
+    losses["jax"] = train_jax(twins, order, progress=progress)
+    seconds["jax"] = time.perf_counter() - start
+
+    predict = predictors(twins)
+    metrics = evaluate(twins, predict, losses)
+    result = {
+        "task": task.name,
+        "dataset": task.dataset,
+        "epochs": num_epochs,
+        "steps": int(len(losses["torch"])),
+        "seed": seed,
+        "init": str(init_from) if init_from else f"torch default init, seed {seed}",
+        "hyperparameters": _plain(twins.hp),
+        "jax": {
+            "losses": losses["jax"].tolist(),
+            "metrics": metrics["jax"],
+            "train_seconds": seconds["jax"],
+        },
+        "torch": {
+            "losses": losses["torch"].tolist(),
+            "metrics": metrics["torch"],
+            "train_seconds": seconds["torch"],
+        },
+        "loss_max_abs_diff": float(np.max(np.abs(losses["jax"] - losses["torch"]))),
+        "versions": {"jax": jax.__version__, "torch": torch.__version__},
+        "device": {"jax": str(jax.devices()[0]), "torch": "cpu"},
+    }
+    for side, model in (
+        ("torch", port.torch_state_dict(twins.torch_model)),
+        ("jax", port.from_nnx(twins.jax_model)),
+    ):
+        params = small_params(model)
+        if params is not None:
+            result[side]["metrics"]["params"] = params
+    if task.name == "autograd-fit":
+        result["numpy_by_hand"] = _by_hand(twins, len(losses["torch"]))
+
+    picture = plots.Picture(task.name, twins.arrays, predict, losses, task.loss_names, metrics)
+    result["out_dir"] = str(out_dir)
+    _write(out_dir, result, picture, task.picture)
+    return result
+
+
+def _by_hand(twins, num_steps):
+    """Lesson C's numpy descent from the same initial w, b (float64)."""
+    w, b, losses = twins.torch_module.fit_by_hand(
+        twins.initial["w"],
+        twins.initial["b"],
+        twins.arrays["x"],
+        twins.arrays["y"],
+        twins.hp.lr,
+        num_steps,
+    )
+    return {
+        "w": w.reshape(-1).tolist(),
+        "b": b.reshape(-1).tolist(),
+        "final_loss": float(losses[-1]),
+    }
+
+
+def _plain(hp):
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(hp).items()}
+
+
+def _write(out_dir, result, picture, picture_name):
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        plots.loss_curves(picture, staging / "curves.png")
+        getattr(plots, picture_name)(picture, staging / f"{picture_name}.png")
+        (staging / "metrics.json").write_text(json.dumps(result, indent=1))
+        out_dir.mkdir(exist_ok=True)
+        for name in ("curves.png", f"{picture_name}.png", "metrics.json"):  # metrics.json last
+            shutil.move(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
