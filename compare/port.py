@@ -116,7 +116,7 @@ def from_nnx(model):
 
 def grads_from_nnx(model, grads):
     """An ``nnx.grad`` result for ``model`` as a torch-named numpy dict (parameters only)."""
-    flat = dict(grads.flat_state())
+    flat = dict(nnx.to_flat_state(grads))
     out = {}
     for key, (path, _, to_torch, _) in mapping(model).items():
         if path in flat:

@@ -70,7 +70,7 @@ def train_full_batch(train_step, model, optimizer, x, y, num_steps):
 
 
 def _flat_variables(model):
-    return {".".join(map(str, path)): var for path, var in nnx.state(model).flat_state()}
+    return {".".join(map(str, path)): var for path, var in nnx.to_flat_state(nnx.state(model))}
 
 
 def save_checkpoint(model, path):

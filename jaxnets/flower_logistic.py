@@ -18,7 +18,8 @@ class LogisticRegression(nnx.Module):
         self.b = nnx.Param(jnp.zeros((1,)))
 
     def __call__(self, x):
-        return x @ self.w[...] + self.b[...]  # (batch, 1) logits
+        # b is (1,) as in the lesson; JAX code here broadcasts ranks explicitly: b[None] is (1, 1).
+        return x @ self.w[...] + self.b[None]  # (batch, 1) logits
 
 
 def new_model(hp, rngs):

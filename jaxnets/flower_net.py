@@ -22,8 +22,9 @@ class TwoNetwork(nnx.Module):
         self.b2 = nnx.Param(jnp.zeros((n_output,)))
 
     def __call__(self, x):
-        x1 = jnp.tanh(x @ self.w1[...] + self.b1[...])  # (batch, n_hidden)
-        return x1 @ self.w2[...] + self.b2[...]  # (batch, n_output) logits
+        # Ranks broadcast explicitly in JAX code here: the (n,) biases become (1, n).
+        x1 = jnp.tanh(x @ self.w1[...] + self.b1[None])  # (batch, n_hidden)
+        return x1 @ self.w2[...] + self.b2[None]  # (batch, n_output) logits
 
 
 def seq_net(n_input=2, n_hidden=4, n_output=1, *, rngs: nnx.Rngs):

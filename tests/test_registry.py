@@ -1,0 +1,113 @@
+"""Every task exists twice, with the same names on both sides, and the layout rules hold."""
+
+import ast
+import dataclasses
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from compare import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = sorted(registry.TASKS)
+CONTRACT = ("new_model", "new_optimizer", "loss_fn", "train_step", "predict")
+
+
+def imported_roots(path):
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize(
+    "package, forbidden",
+    [
+        ("jaxnets", {"torch", "torchvision", "compare", "torchref"}),
+        ("torchref", {"jax", "flax", "optax", "compare", "jaxnets"}),
+    ],
+)
+def test_framework_packages_never_import_the_other_side(package, forbidden):
+    for path in (ROOT / package).glob("*.py"):
+        assert not imported_roots(path) & forbidden, (
+            f"{path.name} imports {imported_roots(path) & forbidden}"
+        )
+
+
+def test_six_foundation_tasks_are_registered():
+    expected = {
+        "regression",
+        "classification",
+        "optimizers",
+        "flower-logistic",
+        "flower-net",
+        "autograd-fit",
+    }
+    assert expected <= set(registry.TASKS)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_task_has_both_sides_with_the_same_names(name):
+    task = registry.TASKS[name]
+    jax_module, torch_module = task.modules()
+    for fn in CONTRACT:
+        assert callable(getattr(jax_module, fn)), f"jaxnets.{task.module}.{fn}"
+        assert callable(getattr(torch_module, fn)), f"torchref.{task.module}.{fn}"
+    jax_classes = {
+        n
+        for n, v in vars(jax_module).items()
+        if inspect.isclass(v) and v.__module__ == jax_module.__name__
+    }
+    torch_classes = {
+        n
+        for n, v in vars(torch_module).items()
+        if inspect.isclass(v) and v.__module__ == torch_module.__name__
+    }
+    assert jax_classes == torch_classes
+    assert jax_module.__doc__.splitlines()[0] and torch_module.__doc__.splitlines()[0]
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_hyperparameters_are_frozen_and_shared(name):
+    hp = registry.TASKS[name].hp
+    assert dataclasses.is_dataclass(hp)
+    field = dataclasses.fields(hp)[0].name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(hp, field, 0)
+    assert hp.num_epochs >= 1 and hp.lr > 0
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_parameter_counts_and_shapes_agree(name):
+    task = registry.TASKS[name]
+    jax_module, torch_module = task.modules()
+    torch_model = torch_module.new_model(task.hp)
+    jax_model = jax_module.new_model(task.hp, nnx.Rngs(0))
+    torch_count = sum(p.numel() for p in torch_model.parameters())
+    jax_count = sum(
+        np.size(v.get_value()) for _, v in nnx.to_flat_state(nnx.state(jax_model, nnx.Param))
+    )
+    assert torch_count == jax_count > 0
+
+
+def test_unknown_task_names_the_known_ones():
+    from compare import CompareError
+
+    with pytest.raises(CompareError, match="known tasks: regression"):
+        registry.get("regresion")
+
+
+def test_torch_default_init_is_the_shared_start():
+    # Both sides start from torch's init: the same seed gives the same torch weights.
+    torch.manual_seed(3)
+    a = registry.TASKS["regression"].modules()[1].new_model(registry.TASKS["regression"].hp)
+    torch.manual_seed(3)
+    b = registry.TASKS["regression"].modules()[1].new_model(registry.TASKS["regression"].hp)
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
