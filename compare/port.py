@@ -164,7 +164,7 @@ def write_state_dict(state_dict, path):
         import torch
 
         torch.save(
-            {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}, path
+            {k: torch.from_numpy(np.array(v, copy=True)) for k, v in state_dict.items()}, path
         )
 
 

@@ -1,0 +1,118 @@
+"""Parity tiers 1-3 for every task over its whole tutorial schedule, and the fast JAX loops."""
+
+import dataclasses
+import functools
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from compare import parity, port, registry
+from compare.twins import make_twins, schedule, train_jax
+from jaxnets import _train as jax_train
+from jaxnets import optimizers as jax_optimizers
+
+TASKS = sorted(registry.TASKS)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_float64_lockstep_over_the_whole_schedule(name):
+    result = parity.lockstep(name, dtype="float64")
+    task = registry.TASKS[name]
+    assert result["steps"] == sum(map(len, schedule(make_twins(task), task.hp.num_epochs)))
+    assert result["loss_max_rel_diff"] <= 1e-9
+    assert result["param_max_rel_diff"] <= 1e-9
+    assert result["forward_max_rel_diff"] <= 1e-9 and result["grad_max_rel_diff"] <= 1e-9
+    assert result["passed"]
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_float32_drift_stays_within_the_measured_bound(name):
+    result = parity.lockstep(name, dtype="float32")
+    bound = registry.TASKS[name].tolerance["float32"]
+    assert result["passed"], result
+    assert max(result["loss_max_rel_diff"], result["param_max_rel_diff"]) <= bound
+    assert result["forward_max_rel_diff"] <= 1e-5  # DESIGN tier 1 for float32
+
+
+def test_lockstep_catches_a_wrong_port(monkeypatch):
+    """RMSprop with optax's default eps placement: close, and still caught in float64."""
+
+    def eps_inside_sqrt(nets, hp):
+        transforms = {
+            "SGD": optax.sgd(hp.lr),
+            "Momentum": optax.sgd(hp.lr, momentum=hp.momentum),
+            "RMSprop": optax.rmsprop(hp.lr, decay=hp.alpha, eps=1e-8),  # eps_in_sqrt=True
+            "Adam": optax.adam(hp.lr, b1=hp.betas[0], b2=hp.betas[1]),
+        }
+        return nnx.Dict(
+            {k: nnx.Optimizer(nets[k], tx, wrt=nnx.Param) for k, tx in transforms.items()}
+        )
+
+    monkeypatch.setattr(jax_optimizers, "new_optimizer", eps_inside_sqrt)
+    result = parity.lockstep("optimizers", dtype="float64", steps=100)
+    assert not result["passed"]
+    assert result["loss_max_rel_diff"] > 1e-6
+
+
+def test_steps_cuts_the_schedule():
+    result = parity.lockstep("optimizers", dtype="float64", steps=40)  # 32 + 8 of epoch two
+    assert result["steps"] == 40 and result["passed"]
+
+
+def test_init_from_starts_both_sides_there(tmp_path):
+    import torch
+
+    task = registry.TASKS["classification"]
+    torch.manual_seed(123)
+    model = task.modules()[1].new_model(task.hp)
+    torch.save(model.state_dict(), tmp_path / "net.pt")
+    twins = make_twins(task, dtype="float64", init_from=tmp_path / "net.pt")
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(twins.initial[key], value.double().numpy())
+        np.testing.assert_array_equal(port.from_nnx(twins.jax_model)[key], value.double().numpy())
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_fast_loops_equal_the_idiomatic_jit_step(name):
+    """One jitted lax.scan per epoch == nnx.cached_partial per step == @nnx.jit per step."""
+    task = registry.TASKS[name]
+    hp = dataclasses.replace(task.hp, num_epochs=min(task.hp.num_epochs, 3))
+    runs = {}
+    for how in ("scan", "cached", "nnx.jit"):
+        twins = make_twins(task, dtype="float64", hp=hp)
+        order = schedule(twins, hp.num_epochs)
+        if how == "scan":
+            losses = train_jax(twins, order)
+        else:
+            module, model, optimizer = twins.jax_module, twins.jax_model, twins.jax_optimizer
+            step = (
+                nnx.cached_partial(module.train_step, model, optimizer)
+                if how == "cached"
+                else functools.partial(module.train_step, model, optimizer)
+            )
+            x, y = twins.jax_arrays["x"], twins.jax_arrays["y"]
+            losses = np.array(
+                [np.asarray(step(x[idx], y[idx])) for epoch in order for idx in epoch]
+            )
+        runs[how] = (np.asarray(losses), port.from_nnx(twins.jax_model))
+    base_losses, base_params = runs["nnx.jit"]
+    for how in ("scan", "cached"):
+        np.testing.assert_allclose(runs[how][0], base_losses, rtol=1e-12)
+        for key, value in base_params.items():
+            np.testing.assert_allclose(runs[how][1][key], value, rtol=1e-12, atol=1e-15)
+
+
+def test_scan_runs_a_short_last_batch_after_the_full_ones():
+    task = registry.TASKS["regression"]
+    jax_module = task.modules()[0]
+    model = jax_module.new_model(task.hp, nnx.Rngs(0))
+    optimizer = jax_module.new_optimizer(model, task.hp)
+    x = jnp.linspace(-1, 1, 10)[:, None]
+    batches = [np.arange(0, 4), np.arange(4, 8), np.arange(8, 10)]
+    losses = jax_train.train_epoch(jax_module.train_step, model, optimizer, x, x**2, batches)
+    assert losses.shape == (3,)
+    with pytest.raises(ValueError, match="only the last batch"):
+        jax_train.train_epoch(jax_module.train_step, model, optimizer, x, x**2, batches[::-1])
