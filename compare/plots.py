@@ -53,8 +53,10 @@ def fitted_curve(pic, path):
     order = np.argsort(x[:, 0])
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter(x[:, 0], y[:, 0], s=10, color="0.6", label="data")
-    for side, color in zip(SIDES, ("tab:red", "tab:blue"), strict=True):
-        ax.plot(x[order, 0], pic.predict[side](x)[order, 0], color=color, label=side, **STYLE[side])
+    colors = {"torch": "tab:red", "jax": "tab:blue"}
+    for side, predict in pic.predict.items():  # torch, jax, and any third implementation
+        style = STYLE.get(side, {"ls": ":", "lw": 2.5})
+        ax.plot(x[order, 0], predict(x)[order, 0], color=colors.get(side, "k"), label=side, **style)
     ax.set_title(f"{pic.task}: fitted curves")
     ax.legend()
     _save(fig, path)
