@@ -12,6 +12,13 @@ from pathlib import Path
 from compare import CompareError, registry
 
 
+def _seed(text):
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError("a seed is a whole number from 0 to 2**32 - 1")
+    return value
+
+
 def _overrides(pairs):
     overrides = {}
     for pair in pairs or ():
@@ -51,6 +58,7 @@ def cmd_run(args):
     hp = with_overrides(task.hp, _overrides(args.set))
     result = runs.run(
         task.name,
+        download=args.download,
         epochs=args.epochs,
         seed=args.seed,
         data_dir=args.data_dir,
@@ -67,7 +75,8 @@ def cmd_run(args):
         print(f"{head} on {result['dataset']}")
         for side in ("torch", "jax"):
             r = result[side]
-            print(f"  {side:<5} {json.dumps(r['metrics'])}  ({r['train_seconds']:.2f} s)")
+            shown = {k: v for k, v in r["metrics"].items() if k != "per_epoch"}
+            print(f"  {side:<5} {json.dumps(shown)}  ({r['train_seconds']:.2f} s training)")
         diff = result["loss_max_abs_diff"]
         print(f"  largest loss difference {diff:.3g}; wrote {result['out_dir']}/")
     return 0
@@ -87,6 +96,7 @@ def cmd_parity(args):
         seed=args.seed,
         hp=hp,
         progress=not args.no_progress and not args.json,
+        data_dir=args.data_dir,
     )
     if args.json:
         print(json.dumps(result))
@@ -103,6 +113,8 @@ def cmd_parity(args):
         ):
             print(f"  {key:<22} {result[key]:.3e}")
         print(f"  {'tolerance':<22} {result['tolerance']:.1e}")
+        if "test_predictions_differ" in result:
+            print(f"  {'test predictions differ':<22} {result['test_predictions_differ']}")
     return 0 if result["passed"] else 1
 
 
@@ -115,17 +127,22 @@ def cmd_convert(args):
 
     task = registry.get(args.task)
     jax_train.use_float64()  # keep float64 files float64
-    jax_module, torch_module = task.modules()
+    jax_module, _ = task.modules()
     model = jax_module.new_model(task.hp, nnx.Rngs(0))
     src, dst = Path(args.input), Path(args.output)
     if not src.is_file():
         raise CompareError(f"{src}: no such file")
+    if not dst.parent.is_dir():
+        raise CompareError(f"{dst.parent}: no such directory")
 
     direction = args.to
-    if direction == "auto":
-        torch_keys = set(port.mapping(model))
-        state = port.read_state_dict(src)
-        direction = "flax" if set(state) == torch_keys else "torch"
+    if direction == "auto":  # a pickle is torch's; safetensors tell by their key names
+        direction = "flax"
+        if src.suffix == ".safetensors":
+            keys = set(port.read_state_dict(src))
+            torch_keys, flax_keys = set(port.mapping(model)), jax_train.checkpoint_keys(model)
+            if keys == flax_keys and (keys != torch_keys or dst.suffix != ".safetensors"):
+                direction = "torch"  # (raw-parameter lessons share their names: the output decides)
     if direction == "flax":
         if dst.suffix != ".safetensors":
             raise CompareError(f"{dst}: a Flax checkpoint is written as .safetensors")
@@ -135,17 +152,20 @@ def cmd_convert(args):
         try:
             jax_train.load_checkpoint(model, src)
         except (ValueError, SafetensorError) as err:
-            raise CompareError(
-                f"{src}: neither a torch state dict nor a Flax checkpoint of {task.name} ({err})"
-            ) from None
+            raise CompareError(f"{src}: not a Flax checkpoint of {task.name} ({err})") from None
         port.write_state_dict(port.from_nnx(model), dst)
     what = "torch state dict to Flax" if direction == "flax" else "Flax to torch state dict"
     print(f"{src} -> {dst} ({what})")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other error here (argparse adds usage)
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="twinnets", description="PyTorch tutorials and their JAX twins, trained side by side."
     )
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -159,8 +179,15 @@ def build_parser():
     )
     p.add_argument("task")
     p.add_argument("--epochs", type=int, help="default: the lesson's schedule")
-    p.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
-    p.add_argument("--data-dir", help="where a task's data files are (tasks that read files)")
+    p.add_argument("--seed", type=_seed, default=0, help="initial weights and batch order")
+    p.add_argument(
+        "--data-dir", help="the full MNIST's four IDX files (default: the shipped 5k set)"
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the full MNIST into --data-dir with torchvision (needs internet)",
+    )
     p.add_argument(
         "--init-from", help="a torch state dict (.pt or .safetensors) to start both from"
     )
@@ -178,7 +205,10 @@ def build_parser():
     p.add_argument(
         "--init-from", help="a torch state dict (.pt or .safetensors) to start both from"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument(
+        "--data-dir", help="the full MNIST's four IDX files (default: the shipped 5k set)"
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")

@@ -5,9 +5,27 @@
 to the dtype it trains in. Class labels are int64.
 """
 
+import functools
+import gzip
+from pathlib import Path
+
 import numpy as np
 
-from compare import registry
+from compare import CompareError, registry
+
+SHIPPED_MNIST = Path(__file__).parent / "datasets" / "mnist"
+MNIST_FILES = {  # the four standard IDX files of the full set, each also read gzip-compressed
+    "x": "train-images-idx3-ubyte",
+    "y": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+SHIPPED_FILES = {
+    "x": "train5k-images-idx3-ubyte.gz",
+    "y": "train5k-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
 
 
 def parabola(seed=0):
@@ -60,6 +78,91 @@ def ten_points(seed=0):
     return {"x": np.linspace(1, 10, 10), "y": np.linspace(10, 1, 10)}
 
 
+def read_idx(path):
+    """An IDX file (MNIST's format; plain or ``.gz``) as a numpy array of its stored shape.
+
+    torchvision's reader (``read_sn3_pascalvincent_tensor``) takes uncompressed files only and
+    returns torch tensors; this one reads both forms into numpy for both frameworks.
+    """
+    path = Path(path)
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise CompareError(f"{path}: not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise CompareError(f"{path}: holds {body.size} bytes of data, its header says {shape}")
+    return body.reshape(shape)
+
+
+def find_mnist(data_dir):
+    """The four full-MNIST IDX files in ``data_dir`` (plain or .gz; also under MNIST/raw/, where
+    torchvision downloads them); one error naming every missing file."""
+    data_dir = Path(data_dir)
+    found, missing = {}, []
+    for key, name in MNIST_FILES.items():
+        candidates = [
+            data_dir / name,
+            data_dir / f"{name}.gz",
+            data_dir / "MNIST" / "raw" / name,
+            data_dir / "MNIST" / "raw" / f"{name}.gz",
+        ]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            missing.append(f"{name}[.gz]")
+        found[key] = path
+    if missing:
+        raise CompareError(
+            f"{data_dir}: missing {', '.join(missing)}; put the four MNIST IDX files there, or "
+            "add --download to fetch them with torchvision (needs internet)"
+        )
+    return found
+
+
+def download_mnist(data_dir):
+    """Fetch the full MNIST into ``data_dir``/MNIST/raw with torchvision's downloader."""
+    from torchvision.datasets import MNIST
+
+    try:
+        for train in (True, False):
+            MNIST(str(data_dir), train=train, download=True)
+    except Exception as err:  # URLError, HTTPError, checksum errors...
+        raise CompareError(f"could not download MNIST into {data_dir}: {err}") from None
+
+
+def mnist(seed=0, normalize=(0.1307, 0.3081), flatten=False, data_dir=None):
+    """MNIST as the lessons feed it: ``ToTensor()`` (pixels / 255) then ``Normalize(mean,
+    std)``, images NCHW ``(n, 1, 28, 28)`` float64, labels int64.
+
+    Without ``data_dir``: the shipped 5,000 training and 10,000 test images (``mnist-5k``).
+    ``normalize=None`` keeps pixels in [0, 1]; ``flatten`` gives ``(n, 784)`` rows, for the
+    lessons whose loop flattens before the model. ``seed`` is unused: the images are fixed.
+    """
+    paths = (
+        {k: SHIPPED_MNIST / name for k, name in SHIPPED_FILES.items()}
+        if data_dir is None
+        else find_mnist(data_dir)
+    )
+    arrays = {k: read_idx(p) for k, p in paths.items()}
+    for key in ("x", "x_test"):
+        images = arrays[key].astype(np.float64)[:, None, :, :] / 255.0  # (n, 1, 28, 28)
+        if normalize is not None:
+            mean, std = normalize
+            images = (images - mean) / std
+        arrays[key] = images.reshape(len(images), -1) if flatten else images
+    for key in ("y", "y_test"):
+        arrays[key] = arrays[key].astype(np.int64)
+    if len(arrays["x"]) != len(arrays["y"]) or len(arrays["x_test"]) != len(arrays["y_test"]):
+        raise CompareError("MNIST images and labels differ in number")
+    return arrays
+
+
+def nhwc(images):
+    """NCHW (torch's layout) to NHWC (Flax's): done once, where data enters the JAX side."""
+    return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+
+
 DATASETS = {
     "parabola": parabola,
     "two-clouds": two_clouds,
@@ -67,13 +170,35 @@ DATASETS = {
     "flower": flower,
     "quadratic": quadratic,
     "ten-points": ten_points,
+    "mnist": mnist,  # Normalize(0.1307, 0.3081), lesson D's seeds/004
+    # Normalize([0.5], [0.5]) and flattened to 784, as ch. 3's loop does before the model
+    "mnist-half": functools.partial(mnist, normalize=(0.5, 0.5), flatten=True),
 }
+FILE_DATASETS = {"mnist", "mnist-half"}  # read from files: --data-dir applies
 
 
-def load(task, seed=None):
-    """The data ``task`` trains on; ``seed=None`` takes the dataset's default (the lesson's)."""
-    make = DATASETS[registry.get(task).dataset]
-    return make() if seed is None else make(seed)
+def load(task, seed=None, data_dir=None):
+    """The data ``task`` trains on; ``seed=None`` takes the dataset's default (the lesson's).
+
+    ``data_dir`` applies to datasets read from files (MNIST): without it the shipped files.
+    """
+    name = registry.get(task).dataset
+    kwargs = {} if seed is None else {"seed": seed}
+    if data_dir is not None:
+        if name not in FILE_DATASETS:
+            raise CompareError(
+                f"{task} generates its data in compare/data.py; --data-dir does not apply"
+            )
+        kwargs["data_dir"] = data_dir
+    return DATASETS[name](**kwargs)
+
+
+def dataset_label(task, data_dir=None):
+    """What results call the data: the loader's name, or for MNIST which set it was."""
+    name = registry.get(task).dataset
+    if name in FILE_DATASETS:
+        return "mnist" if data_dir is not None else "mnist-5k"
+    return name
 
 
 def batch_order(n, batch_size, num_epochs, seed=0, shuffle=True):

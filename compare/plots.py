@@ -24,6 +24,26 @@ class Picture:
     losses: dict  # side -> (steps,) or (steps, k) losses
     loss_names: tuple = ()
     metrics: dict | None = None
+    predictions: dict | None = None  # side -> predicted labels of the whole test set
+
+
+def digits(pic, path, count=40):
+    """The first test images with both sides' predicted digits; red where a side is wrong."""
+    images = pic.arrays["x_test"][:count].reshape(count, 28, 28)
+    labels = pic.arrays["y_test"][:count]
+    fig, axes = plt.subplots(4, count // 4, figsize=(count // 4 * 1.1, 5.2))
+    for i, ax in enumerate(axes.flat):
+        t, j = (pic.predictions[side][i] for side in ("torch", "jax"))
+        ax.imshow(images[i], cmap="gray_r")
+        ax.set_title(f"t {t}  j {j}", fontsize=8, color="k" if t == j == labels[i] else "red")
+        ax.axis("off")
+    accuracy = ", ".join(
+        f"{side} {100 * (pic.metrics or {})[side]['test_accuracy']:.2f} %" for side in SIDES
+    )
+    fig.suptitle(
+        f"{pic.task}: predicted digit, torch (t) and JAX (j); test accuracy {accuracy}", fontsize=9
+    )
+    _save(fig, path)
 
 
 def loss_curves(pic, path):

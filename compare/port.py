@@ -37,12 +37,30 @@ def _same(array):
     return array
 
 
+def _int64(array):
+    # torch counts batches in int64; JAX holds int32 unless x64 is on
+    return np.asarray(array).astype(np.int64)
+
+
 # layer type -> {nnx attribute: (torch name, nnx -> torch, torch -> nnx)}
 RULES = {
     nnx.Linear: {"kernel": ("weight", _linear, _linear), "bias": ("bias", _same, _same)},
     nnx.Conv: {"kernel": ("weight", _conv, _conv_back), "bias": ("bias", _same, _same)},
     nnx.Embed: {"embedding": ("weight", _same, _same)},
+    # nnx.BatchNorm and jaxnets' torch-statistics subclass (which adds num_batches_tracked)
+    nnx.BatchNorm: {
+        "scale": ("weight", _same, _same),
+        "bias": ("bias", _same, _same),
+        "mean": ("running_mean", _same, _same),
+        "var": ("running_var", _same, _same),
+        "num_batches_tracked": ("num_batches_tracked", _int64, _same),
+    },
 }
+
+
+def _rules(module):
+    """The rules of ``module``'s class or of the nearest base class that has some."""
+    return next((RULES[cls] for cls in type(module).__mro__ if cls in RULES), None)
 
 
 def _torch_prefix(path, modules):
@@ -62,7 +80,7 @@ def mapping(model):
     table = {}
     for path, module in modules.items():
         prefix = _torch_prefix(path, modules)
-        rules = RULES.get(type(module))
+        rules = _rules(module)
         for attr, var in vars(module).items():
             if not isinstance(var, nnx.Param | nnx.BatchStat):
                 continue
@@ -150,7 +168,15 @@ def read_state_dict(path):
         raise PortError(f"{path}: not a readable state dict ({first})") from None
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
         raise PortError(f"{path}: holds no state dict of tensors (save model.state_dict())")
-    return {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in state.items()}
+    arrays = {}
+    for key, value in state.items():
+        try:
+            arrays[key] = (
+                value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+            )
+        except (TypeError, RuntimeError) as err:  # bfloat16 has no numpy twin, for one
+            raise PortError(f"{path}: tensor {key} cannot be read as numpy ({err})") from None
+    return arrays
 
 
 def write_state_dict(state_dict, path):

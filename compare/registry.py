@@ -65,6 +65,29 @@ class AutogradFitHP:
 
 
 @dataclass(frozen=True)
+class MnistHP:
+    lr: float = 0.01
+    momentum: float = 0.5
+    num_epochs: int = 10
+    batch_size: int | None = 64
+
+
+@dataclass(frozen=True)
+class MnistBnHP:
+    in_dim: int = 784
+    n_hidden_1: int = 300
+    n_hidden_2: int = 100
+    out_dim: int = 10
+    lr: float = 0.01
+    momentum: float = 0.5
+    lr_every: int = 5  # the lesson multiplies lr by lr_gamma when epoch % lr_every == 0
+    lr_gamma: float = 0.1
+    num_epochs: int = 20
+    batch_size: int | None = 64
+    steps_per_epoch: int | None = None  # filled in from the data (the schedule counts steps)
+
+
+@dataclass(frozen=True)
 class Task:
     name: str
     lesson: str
@@ -79,6 +102,7 @@ class Task:
     tolerance: dict = field(default_factory=dict)
     loss_names: tuple[str, ...] = ()  # when one step reports several losses
     tiers: tuple[int, ...] = (1, 2, 3)
+    parity_epochs: int | None = None  # parity's default schedule; None: the whole lesson
 
     def modules(self):
         """The two tutorial modules: (jaxnets.<module>, torchref.<module>)."""
@@ -99,6 +123,7 @@ TASKS = {
         picture="fitted_curve",
         quick_epochs=10,
         tolerance={"float64": 1e-9, "float32": 1e-6},
+        tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py
     ),
     "classification": Task(
         name="classification",
@@ -110,6 +135,7 @@ TASKS = {
         picture="predicted_classes",
         quick_epochs=10,
         tolerance={"float64": 1e-9, "float32": 2e-6},
+        tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py
     ),
     "optimizers": Task(
         name="optimizers",
@@ -121,6 +147,7 @@ TASKS = {
         picture="optimizer_curves",
         quick_epochs=1,
         tolerance={"float64": 1e-9, "float32": 3e-6},
+        tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py
         loss_names=("SGD", "Momentum", "RMSprop", "Adam"),
     ),
     "flower-logistic": Task(
@@ -144,6 +171,7 @@ TASKS = {
         picture="decision_boundary",
         quick_epochs=200,
         tolerance={"float64": 1e-9, "float32": 2e-5},
+        tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py
     ),
     "autograd-fit": Task(
         name="autograd-fit",
@@ -155,6 +183,54 @@ TASKS = {
         picture="fitted_curve",
         quick_epochs=50,
         tolerance={"float64": 1e-9, "float32": 3e-6},
+    ),
+    "mnist-mlp": Task(
+        name="mnist-mlp",
+        lesson="D: MNIST, five-layer perceptron (seeds/004)",
+        module="mnist_mlp",
+        dataset="mnist",
+        hp=MnistHP(),
+        metric="accuracy",
+        picture="digits",
+        quick_epochs=1,
+        tolerance={"float64": 1e-9, "float32": 1e-3},
+        parity_epochs=1,
+    ),
+    "mnist-mlp-bn": Task(
+        name="mnist-mlp-bn",
+        lesson="D: MNIST, batch-normalised net, stepped learning rate (seeds/002 ch. 3)",
+        module="mnist_mlp_bn",
+        dataset="mnist-half",
+        hp=MnistBnHP(),
+        metric="accuracy",
+        picture="digits",
+        quick_epochs=1,
+        tolerance={"float64": 1e-9, "float32": 3e-3},
+        parity_epochs=1,
+    ),
+    "mnist-cnn": Task(
+        name="mnist-cnn",
+        lesson="D: MNIST, two convolutions and max pooling (seeds/004)",
+        module="mnist_cnn",
+        dataset="mnist",
+        hp=MnistHP(),
+        metric="accuracy",
+        picture="digits",
+        quick_epochs=1,
+        tolerance={"float64": 1e-9, "float32": 2e-3},
+        parity_epochs=1,
+    ),
+    "mnist-resnet": Task(
+        name="mnist-resnet",
+        lesson="D: MNIST, residual network (seeds/004)",
+        module="mnist_resnet",
+        dataset="mnist",
+        hp=MnistHP(),
+        metric="accuracy",
+        picture="digits",
+        quick_epochs=1,
+        tolerance={"float64": 1e-9, "float32": 3e-2},
+        parity_epochs=1,
     ),
 }
 

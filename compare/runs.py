@@ -13,9 +13,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from compare import CompareError, plots, port, registry
-from compare.twins import make_twins, schedule, train_jax, train_torch
+from compare import CompareError, data, plots, port, registry
+from compare.twins import evaluate_side, make_twins, schedule, train_jax, train_torch
 
 
 def predictors(twins):
@@ -27,13 +28,15 @@ def predictors(twins):
         return twins.torch_module.predict(model, torch.from_numpy(np.asarray(x, np_dtype))).numpy()
 
     def jax_predict(x):
+        x = data.nhwc(x) if x.ndim == 4 else x  # numpy callers hold torch's NCHW images
         return np.asarray(twins.jax_module.predict(twins.jax_model, jax.numpy.asarray(x, np_dtype)))
 
     return {"torch": torch_predict, "jax": jax_predict}
 
 
 def evaluate(twins, predict, losses):
-    """Per side: the last training loss(es), and accuracy or the fitted parameters."""
+    """Per side: the last training loss(es), and the training-set accuracy of tasks without a
+    test split (those with one are scored on it by ``evaluate_side``)."""
     metrics = {}
     for side in ("torch", "jax"):
         last = np.asarray(losses[side][-1])
@@ -43,7 +46,7 @@ def evaluate(twins, predict, losses):
             }
         else:
             side_metrics = {"final_loss": float(last)}
-        if twins.task.metric == "accuracy":
+        if twins.task.metric == "accuracy" and "x_test" not in twins.arrays:
             pred = predict[side](twins.arrays["x"]).reshape(-1)
             side_metrics["accuracy"] = float(np.mean(pred == twins.arrays["y"].reshape(-1)))
         metrics[side] = side_metrics
@@ -54,7 +57,7 @@ def small_params(state_dict, limit=8):
     """A model's parameters as plain numbers when there are only a few (autograd-fit's w, b)."""
     if sum(np.size(v) for v in state_dict.values()) > limit:
         return None
-    return {k: np.asarray(v).reshape(-1).tolist() for k, v in state_dict.items()}
+    return {k: np.asarray(state_dict[k]).reshape(-1).tolist() for k in sorted(state_dict)}
 
 
 def run(
@@ -67,32 +70,67 @@ def run(
     quick=False,
     hp=None,
     progress=True,
+    download=False,
 ):
     task = registry.get(task_name)
-    if data_dir is not None:
-        raise CompareError(
-            f"{task.name} generates its data in compare/data.py; --data-dir does not apply"
-        )
-    twins = make_twins(task, dtype="float32", seed=seed, init_from=init_from, hp=hp)
-    num_epochs = epochs or (task.quick_epochs if quick else twins.hp.num_epochs)
-    if num_epochs < 1:
-        raise CompareError("--epochs must be at least 1")
-    order = schedule(twins, num_epochs, seed=seed)
     out_dir = Path(out) if out else Path("runs") / task.name
+    _check_writable(out_dir)
+    if download:
+        if data_dir is None:
+            raise CompareError("--download needs --data-dir: where to put the files")
+        if task.dataset not in data.FILE_DATASETS:
+            raise CompareError(f"{task.name} generates its data; there is nothing to download")
+        data.download_mnist(data_dir)
+    twins = make_twins(
+        task, dtype="float32", seed=seed, init_from=init_from, hp=hp, data_dir=data_dir
+    )
+    if epochs is not None and epochs < 1:
+        raise CompareError("--epochs must be at least 1")
+    num_epochs = (
+        epochs if epochs is not None else (task.quick_epochs if quick else twins.hp.num_epochs)
+    )
+    order = schedule(twins, num_epochs, seed=seed)
 
-    losses, seconds = {}, {}
-    start = time.perf_counter()
-    losses["torch"] = train_torch(twins, order, progress=progress)
-    seconds["torch"] = time.perf_counter() - start
-    start = time.perf_counter()
-    losses["jax"] = train_jax(twins, order, progress=progress)
-    seconds["jax"] = time.perf_counter() - start
+    losses, seconds, epoch_seconds, history = {}, {}, {}, {}
+    for side, train in (("torch", train_torch), ("jax", train_jax)):
+        if "x_test" not in twins.arrays:  # the whole schedule at once, its own progress bar
+            start = time.perf_counter()
+            losses[side] = train(twins, order, progress=progress)
+            seconds[side] = time.perf_counter() - start
+            continue
+        # Test after every epoch, as the lessons do; the clock stops while testing.
+        chunks, epoch_seconds[side], history[side] = [], [], []
+        bar = tqdm(total=num_epochs, desc=side, unit="epoch", disable=not progress, leave=False)
+        for number, epoch in enumerate(order):
+            start = time.perf_counter()
+            chunks.append(train(twins, [epoch], first_epoch=number))
+            epoch_seconds[side].append(time.perf_counter() - start)
+            tested = evaluate_side(twins, side)
+            history[side].append(
+                {
+                    "epoch": number + 1,
+                    "test_loss": tested["loss"],
+                    "test_accuracy": tested["accuracy"],
+                }
+            )
+            bar.set_postfix(test_accuracy=f"{100 * tested['accuracy']:.2f} %")
+            bar.update()
+        bar.close()
+        losses[side] = np.concatenate(chunks)
+        seconds[side] = float(sum(epoch_seconds[side]))
 
     predict = predictors(twins)
     metrics = evaluate(twins, predict, losses)
+    tested = {}
+    if "x_test" in twins.arrays:
+        tested = {side: evaluate_side(twins, side) for side in ("torch", "jax")}
+        for side in ("torch", "jax"):
+            metrics[side]["test_accuracy"] = tested[side]["accuracy"]
+            metrics[side]["test_loss"] = tested[side]["loss"]
+            metrics[side]["per_epoch"] = history[side]
     result = {
         "task": task.name,
-        "dataset": task.dataset,
+        "dataset": twins.dataset,
         "epochs": num_epochs,
         "steps": int(len(losses["torch"])),
         "seed": seed,
@@ -112,6 +150,12 @@ def run(
         "versions": {"jax": jax.__version__, "torch": torch.__version__},
         "device": {"jax": str(jax.devices()[0]), "torch": "cpu"},
     }
+    if epoch_seconds:
+        for side in ("torch", "jax"):
+            result[side]["epoch_seconds"] = epoch_seconds[side]
+        result["test_predictions_differ"] = int(
+            np.sum(tested["torch"]["predictions"] != tested["jax"]["predictions"])
+        )
     for side, model in (
         ("torch", port.torch_state_dict(twins.torch_model)),
         ("jax", port.from_nnx(twins.jax_model)),
@@ -125,7 +169,15 @@ def run(
         w, b = np.array(by_hand["w"]), np.array(by_hand["b"])
         predict["numpy by hand"] = lambda x: np.power(x, 2) * w + b
 
-    picture = plots.Picture(task.name, twins.arrays, predict, losses, task.loss_names, metrics)
+    picture = plots.Picture(
+        task.name,
+        twins.arrays,
+        predict,
+        losses,
+        task.loss_names,
+        metrics,
+        predictions={side: t["predictions"] for side, t in tested.items()},
+    )
     result["out_dir"] = str(out_dir)
     _write(out_dir, result, picture, task.picture)
     return result
@@ -152,9 +204,23 @@ def _plain(hp):
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(hp).items()}
 
 
+def _check_writable(out_dir):
+    """Fail before training, not after, when the results could not be written."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CompareError(f"--out {out_dir}: exists and is not a directory")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out_dir.parent, prefix=".probe-")
+        probe.close()
+    except OSError as err:
+        raise CompareError(f"--out {out_dir}: cannot write there ({err.strerror or err})") from None
+
+
 def _write(out_dir, result, picture, picture_name):
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    except OSError as err:
+        raise CompareError(f"--out {out_dir}: cannot write there ({err.strerror or err})") from None
     try:
         plots.loss_curves(picture, staging / "curves.png")
         getattr(plots, picture_name)(picture, staging / f"{picture_name}.png")
@@ -162,5 +228,7 @@ def _write(out_dir, result, picture, picture_name):
         out_dir.mkdir(exist_ok=True)
         for name in ("curves.png", f"{picture_name}.png", "metrics.json"):  # metrics.json last
             shutil.move(staging / name, out_dir / name)
+    except OSError as err:
+        raise CompareError(f"--out {out_dir}: writing the results failed ({err})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -36,6 +36,7 @@ class Twins:
     jax_arrays: dict  # the same, on the JAX device, in dtype
     torch_arrays: dict  # the same, as torch tensors, in dtype
     initial: dict  # the common initial state dict (torch names, numpy)
+    dataset: str  # what results call the data ("mnist-5k", "flower", ...)
 
 
 def set_precision(dtype):
@@ -72,16 +73,27 @@ def with_overrides(hp, overrides):
             raise CompareError(
                 f"--set {key}={text}: not a valid {type(current).__name__}"
             ) from None
+        value = changes[key]
+        if isinstance(current, tuple) and len(value) != len(current):
+            raise CompareError(f"--set {key}={text}: needs {len(current)} comma-separated numbers")
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise CompareError(f"--set {key}={text}: must be at least 1")
+        if isinstance(value, float) and not np.isfinite(value):
+            raise CompareError(f"--set {key}={text}: must be a finite number")
     return dataclasses.replace(hp, **changes)
 
 
-def make_twins(task, dtype="float32", seed=0, init_from=None, hp=None):
+def make_twins(task, dtype="float32", seed=0, init_from=None, hp=None, data_dir=None):
     if dtype not in DTYPES:
         raise CompareError(f"unknown dtype {dtype!r}; use float32 or float64")
     set_precision(dtype)
     np_dtype, torch_dtype = DTYPES[dtype]
     hp = hp or task.hp
     jax_module, torch_module = task.modules()
+    arrays = data.load(task.name, data_dir=data_dir)
+    if "steps_per_epoch" in {f.name for f in dataclasses.fields(hp)}:
+        # schedules counted in steps need the epoch length, which depends on the data
+        hp = dataclasses.replace(hp, steps_per_epoch=math.ceil(len(arrays["x"]) / hp.batch_size))
 
     torch.manual_seed(seed)
     torch_model = torch_module.new_model(hp)
@@ -94,10 +106,11 @@ def make_twins(task, dtype="float32", seed=0, init_from=None, hp=None):
     jax_model = jax_module.new_model(hp, nnx.Rngs(seed))
     port.to_nnx(jax_model, initial, dtype=np_dtype)
 
-    arrays = data.load(task.name)
-
     def cast(array):
         return array.astype(np_dtype) if np.issubdtype(array.dtype, np.floating) else array
+
+    def jax_layout(array):
+        return data.nhwc(array) if array.ndim == 4 else array  # images: NCHW -> NHWC, once
 
     return Twins(
         task=task,
@@ -110,9 +123,10 @@ def make_twins(task, dtype="float32", seed=0, init_from=None, hp=None):
         torch_model=torch_model,
         torch_optimizer=torch_module.new_optimizer(torch_model, hp),
         arrays=arrays,
-        jax_arrays={k: jnp.asarray(cast(v)) for k, v in arrays.items()},
+        jax_arrays={k: jnp.asarray(cast(jax_layout(v))) for k, v in arrays.items()},
         torch_arrays={k: torch.from_numpy(cast(v)) for k, v in arrays.items()},
         initial=initial,
+        dataset=data.dataset_label(task.name, data_dir),
     )
 
 
@@ -133,15 +147,22 @@ def _check_finite(losses, side, task, start):
         )
 
 
-def train_torch(twins, order, progress=False):
-    """The torch side over ``order``: one ``train_step`` per batch. Returns the losses."""
+def train_torch(twins, order, progress=False, first_epoch=0):
+    """The torch side over ``order``: one ``train_step`` per batch. Returns the losses.
+
+    A tutorial that changes its optimizer between epochs defines ``start_epoch``, called with
+    the epoch's number (``first_epoch`` onwards) before its first batch.
+    """
     module, model, optimizer = twins.torch_module, twins.torch_model, twins.torch_optimizer
     x, y = twins.torch_arrays["x"], twins.torch_arrays["y"]
     full_batch = twins.hp.batch_size is None
+    start_epoch = getattr(module, "start_epoch", None)
     model.train()
     losses = []
     bar = tqdm(order, desc="torch", unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
+    for number, epoch in enumerate(bar, start=first_epoch):
+        if start_epoch is not None:
+            start_epoch(optimizer, number, twins.hp)
         epoch_losses = []
         for idx in epoch:
             xb, yb = (x, y) if full_batch else (x[idx], y[idx])
@@ -152,11 +173,15 @@ def train_torch(twins, order, progress=False):
     return np.concatenate(losses)
 
 
-def train_jax(twins, order, progress=False, chunks=20):
+def train_jax(twins, order, progress=False, first_epoch=0, chunks=20):
     """The JAX side over ``order``: each epoch one jitted ``lax.scan`` (full-batch schedules in
-    ``chunks`` scans, so the progress bar moves). Returns the losses."""
+    ``chunks`` scans, so the progress bar moves). Returns the losses.
+
+    ``first_epoch`` is accepted for symmetry with ``train_torch``: optax schedules count
+    steps in the optimizer state, so nothing happens between epochs here."""
     module, model, optimizer = twins.jax_module, twins.jax_model, twins.jax_optimizer
     x, y = twins.jax_arrays["x"], twins.jax_arrays["y"]
+    model.train()  # BatchNorm on batch statistics, as torch's model.train()
     losses = []
     bar = tqdm(total=len(order), desc="jax", unit="epoch", disable=not progress, leave=False)
     if twins.hp.batch_size is None:
@@ -186,6 +211,8 @@ def max_rel_diff(a, b):
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
     if a.size == 0:
         return 0.0
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("inf")  # a NaN must never compare as "no difference"
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), np.finfo(np.float64).tiny)))
 
 
@@ -194,6 +221,49 @@ def tensor_rel_diff(a, b):
     worst = 0.0
     for key in b:
         x, y = np.asarray(a[key], np.float64), np.asarray(b[key], np.float64)
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            return float("inf")  # a NaN must never compare as "no difference"
         scale = max(float(np.max(np.abs(y))) if y.size else 0.0, np.finfo(np.float64).tiny)
         worst = max(worst, float(np.max(np.abs(x - y))) / scale if y.size else 0.0)
     return worst
+
+
+def evaluate_side(twins, side, x_key="x_test", y_key="y_test", chunk=1000):
+    """Eval-mode mean loss, predictions and accuracy of one side on a split, in chunks."""
+    arrays = twins.torch_arrays if side == "torch" else twins.jax_arrays
+    x, y = arrays[x_key], arrays[y_key]
+    total, predictions = 0.0, []
+    if side == "torch":
+        model, module = twins.torch_model, twins.torch_module
+        model.eval()
+        with torch.no_grad():
+            for i in range(0, len(x), chunk):
+                xb, yb = x[i : i + chunk], y[i : i + chunk]
+                total += module.loss_fn(model, xb, yb).item() * len(xb)
+                predictions.append(module.predict(model, x[i : i + chunk]).numpy())
+        model.train()
+    else:
+        model, module = twins.jax_model, twins.jax_module
+        model.eval()  # BatchNorm on running statistics, as torch's model.eval()
+        loss_fn = _jitted_loss(module)
+        for i in range(0, len(x), chunk):
+            xb, yb = x[i : i + chunk], y[i : i + chunk]
+            total += float(loss_fn(model, xb, yb)) * len(xb)
+            predictions.append(np.asarray(module.predict(model, x[i : i + chunk])))
+        model.train()
+    predictions = np.concatenate(predictions).reshape(-1)
+    labels = twins.arrays[y_key].reshape(-1)
+    return {
+        "loss": total / len(x),
+        "accuracy": float(np.mean(predictions == labels)),
+        "predictions": predictions,
+    }
+
+
+_LOSS_CACHE = {}
+
+
+def _jitted_loss(module):
+    if module not in _LOSS_CACHE:
+        _LOSS_CACHE[module] = nnx.jit(module.loss_fn)
+    return _LOSS_CACHE[module]

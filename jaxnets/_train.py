@@ -30,6 +30,23 @@ def _scan_batches(train_step, graphdef, state, x, y, batch_idx):
     return jax.lax.scan(body, state, batch_idx)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _one_batch(train_step, graphdef, state, x, y, idx):
+    model, optimizer = nnx.merge(graphdef, state)
+    loss = train_step(model, optimizer, x[idx], y[idx])
+    return nnx.state((model, optimizer)), loss
+
+
+def scan_is_slower(model):
+    """XLA:CPU runs a convolution inside a loop body (a scan) 3-4x slower than the same
+    convolution dispatched on its own (jax-ml/jax#12868, measured here on mnist-cnn: one epoch
+    3.3 s scanned, 0.8 s step by step). On GPUs, and for models without convolutions, the scan
+    wins."""
+    return jax.default_backend() == "cpu" and any(
+        isinstance(module, nnx.Conv) for _, module in nnx.iter_modules(model)
+    )
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1, 5))
 def _scan_full_batch(train_step, graphdef, state, x, y, num_steps):
     def body(state, _):
@@ -40,13 +57,25 @@ def _scan_full_batch(train_step, graphdef, state, x, y, num_steps):
     return jax.lax.scan(body, state, None, length=num_steps)
 
 
-def train_epoch(train_step, model, optimizer, x, y, batches):
+def train_epoch(train_step, model, optimizer, x, y, batches, loop="auto"):
     """One epoch of mini-batch steps; returns the losses, one per batch, as a jax array.
 
-    ``x`` and ``y`` stay on the device; ``batches`` is the epoch's list of index arrays. The
-    equal-sized batches run as one jitted ``lax.scan``; a shorter last batch (what a
-    ``DataLoader`` without ``drop_last`` yields) takes one more step after them, in order.
+    ``x`` and ``y`` stay on the device; ``batches`` is the epoch's list of index arrays. With
+    ``loop="scan"`` the equal-sized batches run as one jitted ``lax.scan``, and a shorter last
+    batch (what a ``DataLoader`` without ``drop_last`` yields) takes one more step after them,
+    in order. ``loop="steps"`` dispatches one jitted pure step per batch (the graph split once,
+    not walked per step). ``"auto"`` takes the scan unless ``scan_is_slower(model)``.
     """
+    if loop == "auto":
+        loop = "steps" if scan_is_slower(model) else "scan"
+    if loop == "steps":
+        graphdef, state = nnx.split((model, optimizer))
+        losses = []
+        for idx in batches:
+            state, loss = _one_batch(train_step, graphdef, state, x, y, idx)
+            losses.append(loss)
+        nnx.update((model, optimizer), state)
+        return jax.numpy.stack(losses)
     size = len(batches[0])
     full = [b for b in batches if len(b) == size]
     rest = [b for b in batches if len(b) != size]
@@ -71,6 +100,11 @@ def train_full_batch(train_step, model, optimizer, x, y, num_steps):
 
 def _flat_variables(model):
     return {".".join(map(str, path)): var for path, var in nnx.to_flat_state(nnx.state(model))}
+
+
+def checkpoint_keys(model):
+    """The keys ``save_checkpoint`` writes for ``model``."""
+    return set(_flat_variables(model))
 
 
 def save_checkpoint(model, path):

@@ -1,8 +1,10 @@
-"""Fit y = w x^2 + b with ``jax.grad``: the JAX twin of the lesson's autograd chapter.
+"""Fit y = w x^2 + b with jax.grad: the JAX twin of the lesson's autograd chapter.
 
-Lesson C (seeds/002, ch. 2.7 "使用Tensor及autograd"): squared error summed and halved, plain
-gradient descent written out by hand (no optax). ``jax.grad`` differentiates a pure function
-of the arrays ``w`` and ``b``, the way ``loss.backward()`` fills ``w.grad`` and ``b.grad``.
+Lesson C (seeds/002, ch. 2.6 "使用Numpy实现机器学习" and 2.7 "使用Tensor及autograd"): squared
+error summed and halved, plain gradient descent written out by hand (no optax). Where torch's
+``loss.backward()`` fills ``w.grad`` and ``b.grad``, ``jax.grad`` differentiates a pure
+function of the parameter arrays. The lesson's numpy version (ch. 2.6, gradients derived on
+paper) is ``torchref.autograd_fit.fit_by_hand``: the third implementation.
 """
 
 import jax
@@ -11,7 +13,7 @@ from flax import nnx
 
 
 class Quadratic(nnx.Module):
-    """The lesson's tensors ``w`` (randn) and ``b`` (zeros), held by a Module for its state."""
+    """The lesson's tensors ``w`` (randn) and ``b`` (zeros), held by a Module for its state dict."""
 
     def __init__(self, *, rngs: nnx.Rngs):
         self.w = nnx.Param(jax.random.normal(rngs.params(), (1, 1)))
@@ -30,22 +32,19 @@ def new_optimizer(model, hp):
     return hp.lr
 
 
-def squared_error(w, b, x, y):
-    y_pred = (x**2) @ w + b  # (batch, 1)
-    return 0.5 * jnp.sum((y_pred - y) ** 2)
-
-
 def loss_fn(model, x, y):
-    return squared_error(model.w[...], model.b[...], x, y)
+    return 0.5 * jnp.sum((model(x) - y) ** 2)
 
 
 @nnx.jit
 def train_step(model, lr, x, y):
-    loss, (grad_w, grad_b) = jax.value_and_grad(squared_error, argnums=(0, 1))(
-        model.w[...], model.b[...], x, y
-    )
-    model.w[...] = model.w[...] - lr * grad_w
-    model.b[...] = model.b[...] - lr * grad_b
+    graphdef, params = nnx.split(model)
+
+    def loss_of(params):  # a pure function of the arrays w and b: what jax.grad differentiates
+        return loss_fn(nnx.merge(graphdef, params), x, y)
+
+    loss, grads = jax.value_and_grad(loss_of)(params)
+    nnx.update(model, jax.tree.map(lambda param, grad: param - lr * grad, params, grads))
     return loss
 
 

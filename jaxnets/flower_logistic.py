@@ -11,7 +11,7 @@ from flax import nnx
 
 
 class LogisticRegression(nnx.Module):
-    """The lesson's raw parameters ``w`` and ``b``, held by a Module so they have a state."""
+    """The lesson's raw parameters ``w`` and ``b``, held by a Module so they have a state dict."""
 
     def __init__(self, n_feature=2, *, rngs: nnx.Rngs):
         self.w = nnx.Param(jax.random.normal(rngs.params(), (n_feature, 1)))

@@ -33,7 +33,7 @@ def new_optimizer(nets, hp):
         "Momentum": optax.sgd(hp.lr, momentum=hp.momentum),
         # torch adds eps after the square root; optax's default puts it inside (~6e-5 apart).
         "RMSprop": optax.rmsprop(hp.lr, decay=hp.alpha, eps=1e-8, eps_in_sqrt=False),
-        "Adam": optax.adam(hp.lr, b1=b1, b2=b2, eps=1e-8),
+        "Adam": optax.adam(hp.lr, b1=b1, b2=b2),
     }
     return nnx.Dict(
         {name: nnx.Optimizer(nets[name], tx, wrt=nnx.Param) for name, tx in transforms.items()}

@@ -1,6 +1,8 @@
 """The command line end to end: list, run, parity, convert, and one-line errors for bad input."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -248,4 +250,87 @@ def test_data_dir_is_refused_for_generated_data(cli, tmp_path):
     assert_one_line_error(
         *cli("run", "regression", "--data-dir", tmp_path, "--no-progress"),
         "--data-dir does not apply",
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (("run", "regression", "--epochs", "0"), "--epochs must be at least 1"),
+        (("parity", "regression", "--steps", "0"), "--steps must be at least 1"),
+        (("run", "optimizers", "--set", "batch_size=0"), "batch_size=0: must be at least 1"),
+        (("run", "optimizers", "--set", "betas=0.9"), "needs 2 comma-separated numbers"),
+        (("run", "regression", "--set", "lr=nan"), "must be a finite number"),
+    ],
+)
+def test_bad_numbers_get_one_line(cli, argv, fragment):
+    assert_one_line_error(*cli(*argv, "--no-progress"), fragment)
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (("run", "regression", "--seed", "-1"), "a seed is a whole number"),
+        (("run",), "the following arguments are required: task"),
+        (("fly",), "invalid choice: 'fly'"),
+    ],
+)
+def test_command_line_mistakes_get_one_line(argv, fragment):
+    done = subprocess.run([sys.executable, "-m", "compare", *argv], capture_output=True, text=True)
+    assert_one_line_error(done.returncode, done.stdout, done.stderr, fragment)
+
+
+def test_out_that_cannot_be_a_directory_fails_before_training(cli, tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    assert_one_line_error(
+        *cli("run", "flower-net", "--out", tmp_path / "taken", "--no-progress"),
+        "exists and is not a directory",
+    )
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_convert_raw_parameter_lessons_both_ways(cli, tmp_path, suffix):
+    """flower-logistic's keys (w, b) read the same in both frameworks: still bit for bit."""
+    task = registry.TASKS["flower-logistic"]
+    from torchref import _train as torch_train
+
+    torch_train.save_checkpoint(task.modules()[1].new_model(task.hp), tmp_path / f"lr{suffix}")
+    code, out, _ = cli(
+        "convert", "flower-logistic", tmp_path / f"lr{suffix}", tmp_path / "flax.safetensors"
+    )
+    assert code == 0 and "torch state dict to Flax" in out
+    code, out, _ = cli(
+        "convert",
+        "flower-logistic",
+        tmp_path / "flax.safetensors",
+        tmp_path / f"back{suffix}",
+        "--to",
+        "torch",
+    )
+    assert code == 0 and "Flax to torch" in out
+    original, restored = (
+        port.read_state_dict(tmp_path / f"lr{suffix}"),
+        port.read_state_dict(tmp_path / f"back{suffix}"),
+    )
+    assert set(original) == set(restored)
+    for key in original:
+        np.testing.assert_array_equal(original[key], restored[key])
+    code, out, _ = cli(
+        "convert", "flower-logistic", tmp_path / "flax.safetensors", tmp_path / "auto.pt"
+    )
+    assert code == 0 and "Flax to torch" in out  # a .pt output settles the direction
+
+
+def test_convert_names_the_keys_that_do_not_fit(cli, tmp_path):
+    task = registry.TASKS["regression"]
+    state = task.modules()[1].new_model(task.hp).state_dict()
+    state.pop("predict.bias")
+    torch.save(state, tmp_path / "partial.pt")
+    assert_one_line_error(
+        *cli("convert", "regression", tmp_path / "partial.pt", tmp_path / "f.safetensors"),
+        "missing keys ['predict.bias']",
+    )
+    assert_one_line_error(
+        *cli("convert", "regression", tmp_path / "partial.pt", tmp_path / "no" / "f.safetensors"),
+        "no such directory",
     )

@@ -85,10 +85,11 @@ NEAR_MISSES = {
         optax.rmsprop(0.01, decay=0.9, eps=1e-8),
         1e-9,
     ),
-    # torch's momentum buffer starts at the first gradient, dampening 1 - m would shrink it.
-    "momentum-dampened": (
-        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.8),
-        optax.sgd(0.1, momentum=0.8 * 0.8),
+    # torch's dampening scales each new gradient into the buffer; optax's trace has no such
+    # knob, so only dampening=0 (torch's default) ports to sgd(momentum=m).
+    "momentum-dampening": (
+        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.8, dampening=0.5),
+        optax.sgd(0.1, momentum=0.8),
         1e-3,
     ),
     # AdamW's defaults differ (torch 1e-2, optax 1e-4): not passing it is a real difference.

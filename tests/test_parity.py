@@ -2,14 +2,18 @@
 
 import dataclasses
 import functools
+import json
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import torch
 from flax import nnx
 
-from compare import parity, port, registry
+from compare import CompareError, parity, port, registry
 from compare.twins import make_twins, schedule, train_jax
 from jaxnets import _train as jax_train
 from jaxnets import optimizers as jax_optimizers
@@ -18,19 +22,34 @@ TASKS = sorted(registry.TASKS)
 
 
 @pytest.mark.parametrize("name", TASKS)
-def test_float64_lockstep_over_the_whole_schedule(name):
+def test_float64_lockstep_over_the_parity_schedule(name):
     result = parity.lockstep(name, dtype="float64")
     task = registry.TASKS[name]
-    assert result["steps"] == sum(map(len, schedule(make_twins(task), task.hp.num_epochs)))
+    epochs = task.parity_epochs or task.hp.num_epochs
+    assert result["steps"] == sum(map(len, schedule(make_twins(task), epochs))) >= 50
     assert result["loss_max_rel_diff"] <= 1e-9
     assert result["param_max_rel_diff"] <= 1e-9
     assert result["forward_max_rel_diff"] <= 1e-9 and result["grad_max_rel_diff"] <= 1e-9
+    assert result.get("test_predictions_differ", 0) == 0  # eval mode, image for image
     assert result["passed"]
+
+
+def parity_cli(*args):
+    """``python -m compare parity ... --json`` in a fresh process: float32 exactly as a user
+    runs it (this test process has x64 switched on for the float64 tier)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "compare", "parity", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads(done.stdout)
 
 
 @pytest.mark.parametrize("name", TASKS)
 def test_float32_drift_stays_within_the_measured_bound(name):
-    result = parity.lockstep(name, dtype="float32")
+    result = parity_cli(name, "--dtype", "float32")
     bound = registry.TASKS[name].tolerance["float32"]
     assert result["passed"], result
     assert max(result["loss_max_rel_diff"], result["param_max_rel_diff"]) <= bound
@@ -76,43 +95,93 @@ def test_init_from_starts_both_sides_there(tmp_path):
 
 
 @pytest.mark.parametrize("name", TASKS)
+def test_make_twins_starts_jax_from_torchs_initial_weights(name):
+    task = registry.TASKS[name]
+    twins = make_twins(task, dtype="float64", seed=7)
+    torch.manual_seed(7)
+    fresh = port.torch_state_dict(task.modules()[1].new_model(task.hp))
+    jax_start = port.from_nnx(twins.jax_model)
+    for key, value in fresh.items():
+        np.testing.assert_array_equal(jax_start[key], value.astype(jax_start[key].dtype))
+
+
+@pytest.mark.parametrize("name", TASKS)
 def test_fast_loops_equal_the_idiomatic_jit_step(name):
-    """One jitted lax.scan per epoch == nnx.cached_partial per step == @nnx.jit per step."""
+    """A whole-epoch lax.scan, a jitted pure step per batch, nnx.cached_partial and the
+    tutorial's own @nnx.jit step: the same losses and parameters (float64)."""
     task = registry.TASKS[name]
     hp = dataclasses.replace(task.hp, num_epochs=min(task.hp.num_epochs, 3))
     runs = {}
-    for how in ("scan", "cached", "nnx.jit"):
+    for how in ("scan", "steps", "cached", "nnx.jit"):
         twins = make_twins(task, dtype="float64", hp=hp)
         order = schedule(twins, hp.num_epochs)
-        if how == "scan":
-            losses = train_jax(twins, order)
+        if hp.batch_size is not None:  # two epochs of three full batches and the short last one
+            order = [epoch[:3] + epoch[-1:] for epoch in order[:2]]
+        module, model, optimizer = twins.jax_module, twins.jax_model, twins.jax_optimizer
+        x, y = twins.jax_arrays["x"], twins.jax_arrays["y"]
+        if how in ("scan", "steps"):
+            if hp.batch_size is None:
+                losses = jax_train.train_full_batch(
+                    module.train_step, model, optimizer, x, y, len(order)
+                )
+            else:
+                losses = np.concatenate(
+                    [
+                        np.asarray(
+                            jax_train.train_epoch(
+                                module.train_step, model, optimizer, x, y, epoch, loop=how
+                            )
+                        )
+                        for epoch in order
+                    ]
+                )
         else:
-            module, model, optimizer = twins.jax_module, twins.jax_model, twins.jax_optimizer
             step = (
                 nnx.cached_partial(module.train_step, model, optimizer)
                 if how == "cached"
                 else functools.partial(module.train_step, model, optimizer)
             )
-            x, y = twins.jax_arrays["x"], twins.jax_arrays["y"]
             losses = np.array(
                 [np.asarray(step(x[idx], y[idx])) for epoch in order for idx in epoch]
             )
-        runs[how] = (np.asarray(losses), port.from_nnx(twins.jax_model))
+        runs[how] = (np.asarray(losses), port.from_nnx(model))
     base_losses, base_params = runs["nnx.jit"]
-    for how in ("scan", "cached"):
-        np.testing.assert_allclose(runs[how][0], base_losses, rtol=1e-12)
+    for how in ("scan", "steps", "cached"):
+        np.testing.assert_allclose(runs[how][0], base_losses, rtol=1e-12, err_msg=how)
         for key, value in base_params.items():
-            np.testing.assert_allclose(runs[how][1][key], value, rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(
+                runs[how][1][key], value, rtol=1e-12, atol=1e-15, err_msg=how
+            )
 
 
 def test_scan_runs_a_short_last_batch_after_the_full_ones():
     task = registry.TASKS["regression"]
     jax_module = task.modules()[0]
-    model = jax_module.new_model(task.hp, nnx.Rngs(0))
-    optimizer = jax_module.new_optimizer(model, task.hp)
     x = jnp.linspace(-1, 1, 10)[:, None]
-    batches = [np.arange(0, 4), np.arange(4, 8), np.arange(8, 10)]
-    losses = jax_train.train_epoch(jax_module.train_step, model, optimizer, x, x**2, batches)
-    assert losses.shape == (3,)
+    batches = [np.arange(6, 10), np.arange(0, 4), np.arange(4, 6)]
+    losses = {}
+    for how in ("scan", "one by one"):
+        model = jax_module.new_model(task.hp, nnx.Rngs(0))
+        optimizer = jax_module.new_optimizer(model, task.hp)
+        if how == "scan":
+            losses[how] = np.asarray(
+                jax_train.train_epoch(
+                    jax_module.train_step, model, optimizer, x, x**2, batches, loop="scan"
+                )
+            )
+        else:
+            losses[how] = np.array(
+                [jax_module.train_step(model, optimizer, x[b], x[b] ** 2) for b in batches]
+            )
+    np.testing.assert_allclose(losses["scan"], losses["one by one"], rtol=1e-12)
     with pytest.raises(ValueError, match="only the last batch"):
-        jax_train.train_epoch(jax_module.train_step, model, optimizer, x, x**2, batches[::-1])
+        jax_train.train_epoch(
+            jax_module.train_step, model, optimizer, x, x**2, batches[::-1], loop="scan"
+        )
+
+
+def test_a_non_finite_jax_loss_is_reported_with_its_step():
+    task = registry.TASKS["regression"]
+    twins = make_twins(task, hp=dataclasses.replace(task.hp, lr=1e6))
+    with pytest.raises(CompareError, match="the jax loss became non-finite .* at step \\d+"):
+        train_jax(twins, schedule(twins, 100))

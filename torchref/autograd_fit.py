@@ -1,8 +1,10 @@
-"""Fit y = w x^2 + b three ways: gradients by hand in numpy, then with torch autograd.
+"""Fit y = w x^2 + b with torch autograd, and by hand in numpy.
 
 Lesson C (seeds/002, ch. 2.6 "使用Numpy实现机器学习" and 2.7 "使用Tensor及autograd"): squared
-error summed and halved, plain gradient descent written out by hand (no ``torch.optim``).
-The JAX twin (``jaxnets.autograd_fit``) does the same with ``jax.grad``.
+error summed and halved, plain gradient descent written out by hand (no torch.optim).
+``loss.backward()`` fills ``w.grad`` and ``b.grad``; the JAX twin uses ``jax.grad``. The
+lesson's numpy version (ch. 2.6, gradients derived on paper) is ``fit_by_hand`` below: the
+third implementation.
 """
 
 import numpy as np
@@ -37,9 +39,9 @@ def loss_fn(model, x, y):
 
 def train_step(model, lr, x, y):
     loss = loss_fn(model, x, y)
-    loss.backward()
+    loss.backward()  # fills w.grad and b.grad
     with torch.no_grad():
-        for param in (model.w, model.b):
+        for param in model.parameters():
             param -= lr * param.grad
             param.grad.zero_()
     return loss.detach()

@@ -32,7 +32,7 @@ def seq_net(n_input=2, n_hidden=4, n_output=1):
 
 
 class ModuleNet(nn.Module):
-    """The lesson's ``module_net``: ``layer1``, ``layer2`` (the Tanh), ``layer3``."""
+    """The lesson's ``module_net``: ``layer1``, ``layer2`` (the tanh), ``layer3``."""
 
     def __init__(self, num_input, num_hidden, num_output):
         super().__init__()
