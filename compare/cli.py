@@ -200,7 +200,7 @@ def build_parser():
 
     p = verbs.add_parser("parity", help="lockstep parity, tiers 1 to 3; exit 1 if it fails")
     p.add_argument("task")
-    p.add_argument("--steps", type=int, help="default: the lesson's whole schedule")
+    p.add_argument("--steps", type=int, help="default: the whole lesson (one epoch for MNIST)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     p.add_argument(
         "--init-from", help="a torch state dict (.pt or .safetensors) to start both from"

@@ -7,6 +7,7 @@ to the dtype it trains in. Class labels are int64.
 
 import functools
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -85,10 +86,15 @@ def read_idx(path):
     returns torch tensors; this one reads both forms into numpy for both frameworks.
     """
     path = Path(path)
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:  # unreadable, truncated, or not gzip at all
+        raise CompareError(f"{path}: cannot be read ({err})") from None
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
         raise CompareError(f"{path}: not an IDX file of unsigned bytes")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise CompareError(f"{path}: its IDX header is cut short")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
@@ -100,6 +106,8 @@ def find_mnist(data_dir):
     """The four full-MNIST IDX files in ``data_dir`` (plain or .gz; also under MNIST/raw/, where
     torchvision downloads them); one error naming every missing file."""
     data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise CompareError(f"--data-dir {data_dir}: not a directory")
     found, missing = {}, []
     for key, name in MNIST_FILES.items():
         candidates = [
@@ -127,8 +135,9 @@ def download_mnist(data_dir):
     try:
         for train in (True, False):
             MNIST(str(data_dir), train=train, download=True)
-    except Exception as err:  # URLError, HTTPError, checksum errors...
-        raise CompareError(f"could not download MNIST into {data_dir}: {err}") from None
+    except Exception as err:  # URLError, HTTPError, a failed checksum... over several lines
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CompareError(f"could not download MNIST into {data_dir}: {first}") from None
 
 
 def mnist(seed=0, normalize=(0.1307, 0.3081), flatten=False, data_dir=None):
@@ -145,6 +154,12 @@ def mnist(seed=0, normalize=(0.1307, 0.3081), flatten=False, data_dir=None):
         else find_mnist(data_dir)
     )
     arrays = {k: read_idx(p) for k, p in paths.items()}
+    for key in ("x", "x_test"):
+        if arrays[key].ndim != 3 or arrays[key].shape[1:] != (28, 28):
+            raise CompareError(f"{paths[key]}: holds {arrays[key].shape}, not 28x28 images")
+    for key in ("y", "y_test"):
+        if arrays[key].ndim != 1 or arrays[key].size == 0 or arrays[key].max() > 9:
+            raise CompareError(f"{paths[key]}: holds {arrays[key].shape}, not labels 0-9")
     for key in ("x", "x_test"):
         images = arrays[key].astype(np.float64)[:, None, :, :] / 255.0  # (n, 1, 28, 28)
         if normalize is not None:

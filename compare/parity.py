@@ -21,12 +21,16 @@ from compare.twins import (
     train_torch,
 )
 
+TIER12_ROWS = 5000
+
 
 def forward_and_grads(twins):
-    """Tiers 1 and 2 on the initial weights and the whole training set; returns the relative
+    """Tiers 1 and 2 on the initial weights and the training set (its first ``TIER12_ROWS``
+    rows, so the full MNIST does not need tens of GB in float64); returns the relative
     differences of the outputs and of the gradients."""
-    jx, jy = twins.jax_arrays["x"], twins.jax_arrays["y"]
-    tx, ty = twins.torch_arrays["x"], twins.torch_arrays["y"]
+    rows = slice(0, TIER12_ROWS)
+    jx, jy = twins.jax_arrays["x"][rows], twins.jax_arrays["y"][rows]
+    tx, ty = twins.torch_arrays["x"][rows], twins.torch_arrays["y"][rows]
     jax_model, torch_model = twins.jax_model, twins.torch_model
     jax_module, torch_module = twins.jax_module, twins.torch_module
 

@@ -98,7 +98,8 @@ class Task:
     picture: str  # a function in compare.plots drawing the lesson's own figure
     quick_epochs: int  # the schedule of --quick
     # Lockstep tolerance on relative loss and parameter differences, per dtype. float64 is the
-    # project-wide 1e-9; float32 is the drift measured over the full schedule (see docs/PARITY.md).
+    # project-wide 1e-9; float32 is the drift measured over the parity schedule, about doubled
+    # (docs/PARITY.md; mnist-cnn's covers its scanned loop, used off CPU: 6.8e-4 measured).
     tolerance: dict = field(default_factory=dict)
     loss_names: tuple[str, ...] = ()  # when one step reports several losses
     tiers: tuple[int, ...] = (1, 2, 3)
@@ -217,7 +218,7 @@ TASKS = {
         metric="accuracy",
         picture="digits",
         quick_epochs=1,
-        tolerance={"float64": 1e-9, "float32": 5e-4},
+        tolerance={"float64": 1e-9, "float32": 1.5e-3},
         parity_epochs=1,
     ),
     "mnist-resnet": Task(

@@ -21,7 +21,7 @@ from compare.twins import evaluate_side, make_twins, schedule, train_jax, train_
 
 def predictors(twins):
     """side -> function(numpy x) -> numpy prediction, in the dtype the side trained in."""
-    np_dtype = np.asarray(twins.jax_arrays["x"]).dtype
+    np_dtype = np.dtype(twins.dtype)
 
     def torch_predict(x):
         model = twins.torch_model.eval()
@@ -29,6 +29,7 @@ def predictors(twins):
 
     def jax_predict(x):
         x = data.nhwc(x) if x.ndim == 4 else x  # numpy callers hold torch's NCHW images
+        twins.jax_model.eval()  # as torch's model.eval(): BatchNorm on running statistics
         return np.asarray(twins.jax_module.predict(twins.jax_model, jax.numpy.asarray(x, np_dtype)))
 
     return {"torch": torch_predict, "jax": jax_predict}
@@ -103,7 +104,8 @@ def run(
         bar = tqdm(total=num_epochs, desc=side, unit="epoch", disable=not progress, leave=False)
         for number, epoch in enumerate(order):
             start = time.perf_counter()
-            chunks.append(train(twins, [epoch], first_epoch=number))
+            first_step = sum(map(len, chunks))
+            chunks.append(train(twins, [epoch], first_epoch=number, first_step=first_step))
             epoch_seconds[side].append(time.perf_counter() - start)
             tested = evaluate_side(twins, side)
             history[side].append(

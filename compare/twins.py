@@ -133,7 +133,16 @@ def make_twins(task, dtype="float32", seed=0, init_from=None, hp=None, data_dir=
 def schedule(twins, num_epochs, seed=0):
     """The batch order both sides follow: ``order[epoch][step]`` index arrays."""
     n = len(twins.arrays["x"])
-    return data.batch_order(n, twins.hp.batch_size, num_epochs, seed=seed)
+    order = data.batch_order(n, twins.hp.batch_size, num_epochs, seed=seed)
+    has_batchnorm = any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in twins.torch_model.modules()
+    )
+    if has_batchnorm and any(len(idx) == 1 for epoch in order for idx in epoch):
+        raise CompareError(
+            f"{twins.task.name}: batch_size {twins.hp.batch_size} leaves a batch of one sample, "
+            "which BatchNorm cannot train on; choose another batch_size"
+        )
+    return order
 
 
 def _check_finite(losses, side, task, start):
@@ -147,7 +156,7 @@ def _check_finite(losses, side, task, start):
         )
 
 
-def train_torch(twins, order, progress=False, first_epoch=0):
+def train_torch(twins, order, progress=False, first_epoch=0, first_step=0):
     """The torch side over ``order``: one ``train_step`` per batch. Returns the losses.
 
     A tutorial that changes its optimizer between epochs defines ``start_epoch``, called with
@@ -168,17 +177,18 @@ def train_torch(twins, order, progress=False, first_epoch=0):
             xb, yb = (x, y) if full_batch else (x[idx], y[idx])
             epoch_losses.append(module.train_step(model, optimizer, xb, yb))
         epoch_losses = torch.stack(epoch_losses).numpy()
-        _check_finite(epoch_losses, "torch", twins.task.name, sum(map(len, losses)))
+        _check_finite(epoch_losses, "torch", twins.task.name, first_step + sum(map(len, losses)))
         losses.append(epoch_losses)
     return np.concatenate(losses)
 
 
-def train_jax(twins, order, progress=False, first_epoch=0, chunks=20):
+def train_jax(twins, order, progress=False, first_epoch=0, first_step=0, chunks=20):
     """The JAX side over ``order``: each epoch one jitted ``lax.scan`` (full-batch schedules in
     ``chunks`` scans, so the progress bar moves). Returns the losses.
 
     ``first_epoch`` is accepted for symmetry with ``train_torch``: optax schedules count
-    steps in the optimizer state, so nothing happens between epochs here."""
+    steps in the optimizer state, so nothing happens between epochs here. ``first_step``
+    numbers the steps in error messages."""
     module, model, optimizer = twins.jax_module, twins.jax_model, twins.jax_optimizer
     x, y = twins.jax_arrays["x"], twins.jax_arrays["y"]
     model.train()  # BatchNorm on batch statistics, as torch's model.train()
@@ -190,14 +200,14 @@ def train_jax(twins, order, progress=False, first_epoch=0, chunks=20):
             steps = min(size, len(order) - start)
             chunk = jax_train.train_full_batch(module.train_step, model, optimizer, x, y, steps)
             chunk = np.asarray(chunk)
-            _check_finite(chunk, "jax", twins.task.name, start)
+            _check_finite(chunk, "jax", twins.task.name, first_step + start)
             losses.append(chunk)
             bar.update(steps)
     else:
         for epoch in order:
             epoch_losses = jax_train.train_epoch(module.train_step, model, optimizer, x, y, epoch)
             epoch_losses = np.asarray(epoch_losses)
-            _check_finite(epoch_losses, "jax", twins.task.name, sum(map(len, losses)))
+            _check_finite(epoch_losses, "jax", twins.task.name, first_step + sum(map(len, losses)))
             losses.append(epoch_losses)
             bar.update(1)
     bar.close()

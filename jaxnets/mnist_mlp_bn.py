@@ -34,16 +34,19 @@ def new_model(hp, rngs):
     return Net(hp.in_dim, hp.n_hidden_1, hp.n_hidden_2, hp.out_dim, rngs=rngs)
 
 
-def new_optimizer(model, hp):
-    # Epoch e trains at lr * gamma ** (e // lr_every + 1). A float64 start value: optax counts
-    # steps in int32, and a Python-float schedule would then be evaluated in float32.
-    schedule = optax.exponential_decay(
+def lr_schedule(hp):
+    # Epoch e trains at lr * gamma ** (e // lr_every + 1). float64 numbers: optax counts steps
+    # in int32, and with Python floats it would evaluate the schedule in float32.
+    return optax.exponential_decay(
         np.float64(hp.lr * hp.lr_gamma),
         transition_steps=hp.lr_every * hp.steps_per_epoch,
-        decay_rate=hp.lr_gamma,
+        decay_rate=np.float64(hp.lr_gamma),
         staircase=True,
     )
-    return nnx.Optimizer(model, optax.sgd(schedule, momentum=hp.momentum), wrt=nnx.Param)
+
+
+def new_optimizer(model, hp):
+    return nnx.Optimizer(model, optax.sgd(lr_schedule(hp), momentum=hp.momentum), wrt=nnx.Param)
 
 
 def loss_fn(model, x, y):

@@ -41,6 +41,7 @@ def test_shipped_set_loads_normalised_nchw():
 
 def full_set(tmp_path, compress=True, skip=()):
     """A directory laid out like the full MNIST (built from the shipped files)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     names = {
         "train-images-idx3-ubyte": "train5k-images-idx3-ubyte.gz",
         "train-labels-idx1-ubyte": "train5k-labels-idx1-ubyte.gz",
@@ -74,6 +75,33 @@ def test_missing_files_are_named(tmp_path, cli):
     code, out, err = cli("run", "mnist-cnn", "--data-dir", tmp_path, "--no-progress")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "missing t10k-labels-idx1-ubyte[.gz]" in err and "train-images" not in err
+
+
+def test_broken_mnist_files_get_one_line(tmp_path):
+    gz = (data.SHIPPED_MNIST / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    (tmp_path / "truncated.gz").write_bytes(gz[: len(gz) // 2])
+    (tmp_path / "plain.gz").write_bytes(b"not gzip at all")
+    (tmp_path / "header").write_bytes(b"\x00\x00\x08\x03\x00\x00")
+    for name, fragment in (
+        ("truncated.gz", "cannot be read"),
+        ("plain.gz", "cannot be read"),
+        ("header", "header is cut short"),
+    ):
+        with pytest.raises(CompareError, match=fragment):
+            data.read_idx(tmp_path / name)
+    swapped = full_set(tmp_path / "swapped", skip=("train-images-idx3-ubyte",))
+    shutil.copy(
+        data.SHIPPED_MNIST / "train5k-labels-idx1-ubyte.gz", swapped / "train-images-idx3-ubyte.gz"
+    )
+    with pytest.raises(CompareError, match="not 28x28 images"):
+        data.load("mnist-cnn", data_dir=swapped)
+    with pytest.raises(CompareError, match="not a directory"):
+        data.load("mnist-cnn", data_dir=tmp_path / "plain.gz")
+
+
+def test_a_batch_of_one_is_refused_for_batchnorm(cli):
+    code, out, err = cli("run", "mnist-mlp-bn", "--set", "batch_size=4999", "--no-progress")
+    assert code == 2 and "batch of one sample" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_file_that_is_not_idx_is_refused(tmp_path):
@@ -162,13 +190,34 @@ def test_batchnorm_keeps_torchs_running_statistics(shape):
     np.testing.assert_allclose(to_torch_layout(np.asarray(ours(jnp.asarray(x)))), want, rtol=1e-10)
 
 
-def test_stepped_learning_rate_matches_the_lessons_param_groups_across_a_cut():
+def test_stepped_learning_rate_equals_the_lessons_param_groups_step_by_step():
+    """jaxnets' optax schedule against the lesson's own per-epoch code, value for value."""
+    import dataclasses
+
+    from jaxnets import mnist_mlp_bn as jax_bn
+    from torchref import mnist_mlp_bn as torch_bn
+
+    hp = dataclasses.replace(registry.TASKS["mnist-mlp-bn"].hp, steps_per_epoch=3)
+    torch_opt = torch_bn.new_optimizer(torch_bn.new_model(hp), hp)
+    schedule = jax_bn.lr_schedule(hp)
+    step = 0
+    for epoch in range(hp.num_epochs):
+        torch_bn.start_epoch(torch_opt, epoch, hp)  # the lesson's param_groups[0]["lr"] *= 0.1
+        for _ in range(hp.steps_per_epoch):
+            got = schedule(jnp.asarray(step, jnp.int32))  # optax's own step counter type
+            assert got.dtype == jnp.float64
+            # gamma ** k against k multiplications by gamma: an ulp or two apart; a schedule
+            # evaluated in float32 would be 1e-8 apart
+            assert abs(float(got) - torch_opt.param_groups[0]["lr"]) <= 1e-15 * float(got), epoch
+            step += 1
+    assert torch_opt.param_groups[0]["lr"] == pytest.approx(0.01 * 0.1**4)
+
+
+def test_stepped_learning_rate_in_float64_lockstep_across_a_cut():
     """Six epochs of mnist-mlp-bn in float64 lockstep: the lr cut at epoch 5 included."""
-    task = registry.TASKS["mnist-mlp-bn"]
     steps = 5 * 79 + 20
     result = parity.lockstep("mnist-mlp-bn", dtype="float64", steps=steps)
     assert result["steps"] == steps and result["passed"], result
-    assert task.hp.lr_every == 5
 
 
 def test_mnist_parity_runs_one_epoch_of_the_shipped_set_by_default(cli):
@@ -186,8 +235,12 @@ def test_quick_mnist_run_reports_both_test_accuracies_and_draws_digits(cli, tmp_
     assert code == 0 and result["dataset"] == "mnist-5k"
     for side in ("torch", "jax"):
         metrics = result[side]["metrics"]
-        # one epoch of 79 steps at lr 0.01 barely starts this deep MLP: above chance is enough
-        assert 0.1 < metrics["test_accuracy"] <= 1 and len(metrics["per_epoch"]) == 1
+        assert 0 < metrics["test_accuracy"] <= 1 and len(metrics["per_epoch"]) == 1
+    # one epoch of 79 steps barely starts this deep MLP (17 %): what matters is that both sides
+    # label the test images alike (float32 may part on a few borderline ones)
+    assert result["test_predictions_differ"] <= 20
+    accuracy = [result[side]["metrics"]["test_accuracy"] for side in ("torch", "jax")]
+    assert abs(accuracy[0] - accuracy[1]) <= 0.002
     assert (tmp_path / "m" / "digits.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -198,3 +251,5 @@ def test_full_schedule_test_accuracies_within_three_tenths_of_a_point(cli, tmp_p
     result = json.loads(out)
     accuracy = {side: result[side]["metrics"]["test_accuracy"] for side in ("torch", "jax")}
     assert code == 0 and abs(accuracy["torch"] - accuracy["jax"]) <= 0.003, accuracy
+    if name == "mnist-cnn":  # the issue's bar on the shipped 5k/10k set
+        assert min(accuracy.values()) > 0.94

@@ -121,20 +121,22 @@ def test_near_miss_ports_are_caught(name):
 
 
 def test_step_lr_is_a_staircase_exponential_decay_counted_in_steps():
-    steps_per_epoch, step_size, gamma = 5, 2, 0.5
+    steps_per_epoch, step_size, gamma = 5, 2, 0.1  # 0.1, unlike 0.5, is inexact in float32
     want = run_torch(
         lambda ps: torch.optim.SGD(ps, lr=0.1),
         lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size, gamma),
         steps_per_epoch,
     )
-    # optax counts steps in int32, and a schedule built from a Python float then evaluates
-    # in float32 (0.1 -> 0.10000000149): give it a float64 start value for float64 parity.
-    lr = np.float64(0.1)
-    schedule = optax.exponential_decay(lr, step_size * steps_per_epoch, gamma, staircase=True)
+    # optax counts steps in int32, and a schedule built from Python floats then evaluates in
+    # float32 (0.1 -> 0.10000000149): give it float64 numbers for float64 parity, both of them.
+    lr, rate = np.float64(0.1), np.float64(gamma)
+    schedule = optax.exponential_decay(lr, step_size * steps_per_epoch, rate, staircase=True)
     assert rel_error(run_optax(optax.sgd(schedule)), want) < 1e-13
     weak = optax.exponential_decay(0.1, step_size * steps_per_epoch, gamma, staircase=True)
     assert rel_error(run_optax(optax.sgd(weak)), want) > 1e-9
-    smooth = optax.exponential_decay(lr, step_size * steps_per_epoch, gamma)
+    weak_rate = optax.exponential_decay(lr, step_size * steps_per_epoch, gamma, staircase=True)
+    assert rel_error(run_optax(optax.sgd(weak_rate)), want) > 1e-9
+    smooth = optax.exponential_decay(lr, step_size * steps_per_epoch, rate)
     assert rel_error(run_optax(optax.sgd(smooth)), want) > 1e-4
 
 
