@@ -94,9 +94,10 @@ def mapping(model):
     return table
 
 
-def _check(table, state_dict, source):
-    missing = sorted(set(table) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(table))
+def _check_keys(expected, state_dict, source):
+    """One line naming every missing and unexpected key, for either framework's model."""
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
         parts = []
         if missing:
@@ -104,12 +105,19 @@ def _check(table, state_dict, source):
         if unexpected:
             parts.append(f"unexpected keys {unexpected}")
         raise PortError(f"{source}: {'; '.join(parts)}")
-    for key, (_, var, _, to_nnx) in table.items():
-        want = var.get_value().shape
-        got = to_nnx(np.asarray(state_dict[key])).shape
-        if got != want:
-            torch_shape = tuple(np.shape(state_dict[key]))
-            raise PortError(f"{source}: {key} has shape {torch_shape}, the model expects another")
+
+
+def _check_shape(key, got, want, source):
+    if tuple(got) != tuple(want):
+        raise PortError(f"{source}: {key} has shape {tuple(got)}, the model expects {tuple(want)}")
+
+
+def _check(table, state_dict, source):
+    _check_keys(table, state_dict, source)
+    for key, (_, var, to_torch, _) in table.items():
+        # compare in torch's layout: the one the file and the message speak
+        want = to_torch(np.empty(var.get_value().shape)).shape
+        _check_shape(key, np.shape(state_dict[key]), want, source)
 
 
 def to_nnx(model, state_dict, dtype=None, source="state dict"):
@@ -199,20 +207,8 @@ def load_into_torch(model, state_dict, source="state dict"):
     import torch
 
     own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected}")
-        raise PortError(f"{source}: {'; '.join(parts)}")
+    _check_keys(own, state_dict, source)
     for key, value in own.items():
-        if tuple(state_dict[key].shape) != tuple(value.shape):
-            raise PortError(
-                f"{source}: {key} has shape {tuple(state_dict[key].shape)}, "
-                f"the model expects {tuple(value.shape)}"
-            )
+        _check_shape(key, np.shape(state_dict[key]), value.shape, source)
     model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state_dict.items()})
     return model
