@@ -77,6 +77,9 @@ def cmd_run(args):
             r = result[side]
             shown = {k: v for k, v in r["metrics"].items() if k != "per_epoch"}
             print(f"  {side:<5} {json.dumps(shown)}  ({r['train_seconds']:.2f} s training)")
+        for sentence in result.get("tags", {}).get("torch", {}):
+            tags = {side: " ".join(result["tags"][side][sentence]) for side in ("torch", "jax")}
+            print(f"  {sentence!r}: torch {tags['torch']}, jax {tags['jax']}")
         diff = result["loss_max_abs_diff"]
         print(f"  largest loss difference {diff:.3g}; wrote {result['out_dir']}/")
     return 0

@@ -15,6 +15,7 @@ import numpy as np
 from compare import CompareError, registry
 
 SHIPPED_MNIST = Path(__file__).parent / "datasets" / "mnist"
+SHIPPED_CO2 = Path(__file__).parent / "datasets" / "co2" / "co2_weekly.csv"
 MNIST_FILES = {  # the four standard IDX files of the full set, each also read gzip-compressed
     "x": "train-images-idx3-ubyte",
     "y": "train-labels-idx1-ubyte",
@@ -140,13 +141,14 @@ def download_mnist(data_dir):
         raise CompareError(f"could not download MNIST into {data_dir}: {first}") from None
 
 
-def mnist(seed=0, normalize=(0.1307, 0.3081), flatten=False, data_dir=None):
+def mnist(seed=0, normalize=(0.1307, 0.3081), flatten=False, test_count=None, data_dir=None):
     """MNIST as the lessons feed it: ``ToTensor()`` (pixels / 255) then ``Normalize(mean,
     std)``, images NCHW ``(n, 1, 28, 28)`` float64, labels int64.
 
     Without ``data_dir``: the shipped 5,000 training and 10,000 test images (``mnist-5k``).
     ``normalize=None`` keeps pixels in [0, 1]; ``flatten`` gives ``(n, 784)`` rows, for the
-    lessons whose loop flattens before the model. ``seed`` is unused: the images are fixed.
+    lessons whose loop flattens before the model; ``test_count`` keeps only the first test
+    images. ``seed`` is unused: the images are fixed.
     """
     paths = (
         {k: SHIPPED_MNIST / name for k, name in SHIPPED_FILES.items()}
@@ -170,7 +172,93 @@ def mnist(seed=0, normalize=(0.1307, 0.3081), flatten=False, data_dir=None):
         arrays[key] = arrays[key].astype(np.int64)
     if len(arrays["x"]) != len(arrays["y"]) or len(arrays["x_test"]) != len(arrays["y_test"]):
         raise CompareError("MNIST images and labels differ in number")
+    if test_count is not None:
+        arrays["x_test"], arrays["y_test"] = (
+            arrays["x_test"][:test_count],
+            arrays["y_test"][:test_count],
+        )
     return arrays
+
+
+def sin_to_cos(seed=0, num_steps=100, time_step=10):
+    """Lesson E's RNN regression: step k reads sin at ``time_step`` points of
+    linspace(k pi, (k + 1) pi) and predicts cos there. ``x``, ``y``: ``(num_steps, 10, 1)``, one
+    row per training step, taken in order (the hidden state runs on from row to row)."""
+    steps = np.stack(
+        [np.linspace(k * np.pi, (k + 1) * np.pi, time_step) for k in range(num_steps)]
+    )  # (num_steps, time_step)
+    return {"x": np.sin(steps)[:, :, None], "y": np.cos(steps)[:, :, None]}
+
+
+# Lesson E's POS tagger (seeds/002 ch. 7.7): two tagged sentences and one to tag.
+TRAINING_SENTENCES = (
+    ("The cat ate the fish".split(), ("DET", "NN", "V", "DET", "NN")),
+    ("They read that book".split(), ("NN", "V", "DET", "NN")),
+)
+TEST_SENTENCES = (("They ate the fish".split(), ("NN", "V", "DET", "NN")),)
+TAG_TO_IX = {"DET": 0, "NN": 1, "V": 2}
+IGNORE_INDEX = -100  # torch's NLLLoss/CrossEntropyLoss default ignore_index
+
+
+def word_to_ix():
+    """Each word's index, in order of first appearance in the training sentences."""
+    index = {}
+    for words, _ in TRAINING_SENTENCES:
+        for word in words:
+            index.setdefault(word, len(index))
+    return index
+
+
+def tagged_sentences(seed=0):
+    """The sentences as padded index arrays: ``x`` ``(2, 5)`` word indices, ``y`` ``(2, 5)`` tag
+    indices, ``IGNORE_INDEX`` after a sentence's end. The lesson feeds one unpadded sentence at
+    a time; an LSTM reads left to right and the loss skips ``IGNORE_INDEX``, so the padded
+    sentence has the same loss and gradients (the padding word, index 0, is never scored)."""
+    words = word_to_ix()
+
+    def encode(sentences):
+        length = max(len(s) for s, _ in sentences)
+        x = np.zeros((len(sentences), length), np.int64)
+        y = np.full((len(sentences), length), IGNORE_INDEX, np.int64)
+        for i, (sentence, tags) in enumerate(sentences):
+            x[i, : len(sentence)] = [words[w] for w in sentence]
+            y[i, : len(tags)] = [TAG_TO_IX[t] for t in tags]
+        return x, y
+
+    x, y = encode(TRAINING_SENTENCES)
+    x_test, y_test = encode(TEST_SENTENCES)
+    return {"x": x, "y": y, "x_test": x_test, "y_test": y_test}
+
+
+def co2_series():
+    """The shipped weekly Mauna Loa CO2 series (ppmv), empty weeks linearly interpolated."""
+    try:
+        table = np.genfromtxt(SHIPPED_CO2, delimiter=",", skip_header=1)
+    except OSError as err:
+        raise CompareError(f"{SHIPPED_CO2}: cannot be read ({err})") from None
+    if table.ndim != 2 or table.shape[1] != 2:
+        raise CompareError(f"{SHIPPED_CO2}: expected two columns, date and co2")
+    values = table[:, 1]
+    known = np.isfinite(values)
+    weeks = np.arange(len(values))
+    return np.interp(weeks, weeks[known], values[known])
+
+
+def co2_windows(seed=0, window=30, test_fraction=0.2):
+    """Lesson E's forecaster on the shipped CO2 series: normalised by the whole series' mean and
+    std (as the lesson does), ``x`` ``(n, window, 1)`` the previous ``window`` values and ``y``
+    ``(n, 1)`` the next; the last ``test_fraction`` of the windows are the held-out tail."""
+    series = co2_series()
+    series = (series - series.mean()) / series.std()
+    x = np.lib.stride_tricks.sliding_window_view(series[:-1], window)[:, :, None]  # (n, 30, 1)
+    y = series[window:, None]  # (n, 1): the value after each window
+    split = int(round(len(x) * (1 - test_fraction)))
+    return {
+        "x": x[:split].copy(),
+        "y": y[:split].copy(),
+        "x_test": x[split:].copy(),
+        "y_test": y[split:].copy(),
+    }
 
 
 def nhwc(images):
@@ -188,8 +276,13 @@ DATASETS = {
     "mnist": mnist,  # Normalize(0.1307, 0.3081), lesson D's seeds/004
     # Normalize([0.5], [0.5]) and flattened to 784, as ch. 3's loop does before the model
     "mnist-half": functools.partial(mnist, normalize=(0.5, 0.5), flatten=True),
+    # ToTensor() only, and lesson E's test on the first 2000 test images
+    "mnist-unit-2k": functools.partial(mnist, normalize=None, test_count=2000),
+    "sin-to-cos": sin_to_cos,
+    "tagged-sentences": tagged_sentences,
+    "co2-weekly": co2_windows,
 }
-FILE_DATASETS = {"mnist", "mnist-half"}  # read from files: --data-dir applies
+FILE_DATASETS = {"mnist", "mnist-half", "mnist-unit-2k"}  # read from files: --data-dir applies
 
 
 def load(task, seed=None, data_dir=None):

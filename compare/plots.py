@@ -128,6 +128,83 @@ def optimizer_curves(pic, path):
     _save(fig, path)
 
 
+def sin_to_cos(pic, path, windows=10):
+    """Lesson E's regression: the cos both sides predict from sin over the last ``windows``
+    training windows (the whole run read as one sequence, the hidden state carried along)."""
+    x, y = pic.arrays["x"], pic.arrays["y"]
+    t = np.concatenate([np.linspace(k * np.pi, (k + 1) * np.pi, x.shape[1]) for k in range(len(x))])
+    shown = slice(-windows * x.shape[1], None)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(t[shown], x.reshape(-1)[shown], color="0.75", lw=1, label="input sin")
+    ax.plot(t[shown], y.reshape(-1)[shown], color="k", lw=1, label="target cos")
+    colors = {"torch": "tab:red", "jax": "tab:blue"}
+    for side in SIDES:
+        prediction = pic.predict[side](x).reshape(-1)
+        ax.plot(t[shown], prediction[shown], color=colors[side], label=side, **STYLE[side])
+    ax.set_xlabel("t")
+    ax.set_title(f"{pic.task}: cos predicted from sin over the last {windows} training windows")
+    ax.legend(loc="upper right", ncol=4, fontsize=8)
+    _save(fig, path)
+
+
+def tagged_sentences(pic, path):
+    """Lesson E's POS tagger: each word with the tag each side gives it; red where wrong."""
+    from compare.data import TAG_TO_IX, TEST_SENTENCES, TRAINING_SENTENCES
+
+    names = {i: tag for tag, i in TAG_TO_IX.items()}
+    rows = [
+        ("train", TRAINING_SENTENCES, pic.arrays["x"]),
+        ("test", TEST_SENTENCES, pic.arrays["x_test"]),
+    ]
+    lines = [
+        (split, words, tags, x[i : i + 1])
+        for split, sentences, x in rows
+        for i, (words, tags) in enumerate(sentences)
+    ]
+    fig, ax = plt.subplots(figsize=(8, 0.9 * len(lines) + 0.8))
+    ax.axis("off")
+    for row, (split, words, tags, x) in enumerate(lines):
+        top = 1 - (row + 0.5) / len(lines)
+        ax.text(0.0, top, split, fontsize=9, color="0.4", va="center")
+        predicted = {side: pic.predict[side](x)[0] for side in SIDES}
+        for col, word in enumerate(words):
+            left = 0.1 + col * 0.18
+            ax.text(left, top + 0.12 / len(lines) * 2, word, fontsize=11, va="center")
+            for k, side in enumerate(SIDES):
+                tag = names[int(predicted[side][col])]
+                ax.text(
+                    left,
+                    top - (0.1 + 0.12 * k) / len(lines) * 2,
+                    f"{side[0]} {tag}",
+                    fontsize=8,
+                    va="center",
+                    color="k" if tag == tags[col] else "red",
+                )
+    ax.set_title(f"{pic.task}: tags from torch (t) and JAX (j); red where wrong", fontsize=9)
+    _save(fig, path)
+
+
+def forecast(pic, path):
+    """Lesson E's forecaster: both sides' predictions against the held-out tail."""
+    y = pic.arrays["y_test"].reshape(-1)
+    fig, ax = plt.subplots(figsize=(11, 4))
+    ax.plot(y, color="k", lw=1, label="data (normalised)")
+    colors = {"torch": "tab:red", "jax": "tab:blue"}
+    for side in SIDES:
+        loss = (pic.metrics or {}).get(side, {}).get("test_loss")
+        label = side if loss is None else f"{side}, test MSE {loss:.3g}"
+        ax.plot(
+            np.asarray(pic.predictions[side]).reshape(-1),
+            color=colors[side],
+            label=label,
+            **STYLE[side],
+        )
+    ax.set_xlabel("week of the held-out tail")
+    ax.set_title(f"{pic.task}: each week predicted from the 30 before it")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 def _accuracy(pic, side):
     value = (pic.metrics or {}).get(side, {}).get("accuracy")
     return "?" if value is None else f"{100 * value:.1f} %"

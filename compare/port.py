@@ -47,6 +47,15 @@ RULES = {
     nnx.Linear: {"kernel": ("weight", _linear, _linear), "bias": ("bias", _same, _same)},
     nnx.Conv: {"kernel": ("weight", _conv, _conv_back), "bias": ("bias", _same, _same)},
     nnx.Embed: {"embedding": ("weight", _same, _same)},
+    # nn.LSTM / nn.RNN (one layer) <- nnx.RNN over jaxnets' LSTMCell / RNNCell: the cell's two
+    # Linears hold torch's two matmuls and two biases. LSTM gates are i, f, g, o on both sides,
+    # so the (4H, in) weights transpose whole. Keyed by paths inside the nnx.RNN.
+    nnx.RNN: {
+        ("cell", "dense_i", "kernel"): ("weight_ih_l0", _linear, _linear),
+        ("cell", "dense_h", "kernel"): ("weight_hh_l0", _linear, _linear),
+        ("cell", "dense_i", "bias"): ("bias_ih_l0", _same, _same),
+        ("cell", "dense_h", "bias"): ("bias_hh_l0", _same, _same),
+    },
     # nnx.BatchNorm and jaxnets' torch-statistics subclass (which adds num_batches_tracked)
     nnx.BatchNorm: {
         "scale": ("weight", _same, _same),
@@ -74,16 +83,37 @@ def _torch_prefix(path, modules):
     return "".join(f"{p}." for p in parts)
 
 
+def _is_path(key):
+    return isinstance(key, tuple)
+
+
+def _ported(module):
+    """``module``'s own Param and BatchStat attributes: {name: variable}."""
+    return {k: v for k, v in vars(module).items() if isinstance(v, nnx.Param | nnx.BatchStat)}
+
+
 def mapping(model):
     """Every ported variable of ``model``: torch key -> (nnx path, variable, to_torch, to_nnx)."""
     modules = dict(nnx.iter_modules(model))
     table = {}
+    # modules whose rules reach into their children (nnx.RNN's cell) port those children
+    owners = [p for p, m in modules.items() if _rules(m) and all(map(_is_path, _rules(m)))]
     for path, module in modules.items():
+        if any(path[: len(p)] == p and path != p for p in owners):
+            continue  # ported by the rule of the module that owns it
         prefix = _torch_prefix(path, modules)
         rules = _rules(module)
-        for attr, var in vars(module).items():
-            if not isinstance(var, nnx.Param | nnx.BatchStat):
-                continue
+        if path in owners:
+            for sub, child in nnx.iter_modules(module):
+                for attr, var in _ported(child).items():
+                    key = (*sub, attr)
+                    if key not in rules:
+                        where = ".".join(map(str, key))
+                        raise PortError(f"no porting rule for {type(module).__name__}.{where}")
+                    name, to_torch, to_nnx = rules[key]
+                    table[prefix + name] = ((*path, *key), var, to_torch, to_nnx)
+            continue
+        for attr, var in _ported(module).items():
             if rules is not None:
                 if attr not in rules:
                     raise PortError(f"no porting rule for {type(module).__name__}.{attr}")

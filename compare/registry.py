@@ -88,6 +88,44 @@ class MnistBnHP:
 
 
 @dataclass(frozen=True)
+class MnistLstmHP:
+    input_size: int = 28  # pixels per image row: one row per time step
+    hidden_size: int = 64
+    lr: float = 0.01
+    num_epochs: int = 1
+    batch_size: int | None = 64
+    unroll: int = 1  # JAX only: time steps per iteration of the scan over time; same result
+
+
+@dataclass(frozen=True)
+class RnnSinCosHP:
+    hidden_size: int = 32
+    lr: float = 0.02
+    num_epochs: int = 1  # one pass over the 100 windows: the lesson's 100 steps
+    batch_size: int | None = 1  # one 10-point window per step, in order
+
+
+@dataclass(frozen=True)
+class PosTaggerHP:
+    embedding_dim: int = 10
+    hidden_dim: int = 3
+    vocab_size: int = 9  # the words of the two training sentences
+    tagset_size: int = 3  # DET, NN, V
+    lr: float = 0.1
+    num_epochs: int = 300
+    batch_size: int | None = 1  # one sentence per step, as the lesson
+
+
+@dataclass(frozen=True)
+class LstmForecastHP:
+    hidden_size: int = 64
+    lr: float = 0.001
+    num_epochs: int = 30
+    batch_size: int | None = 20
+    unroll: int = 1  # JAX only: time steps per iteration of the scan over time; same result
+
+
+@dataclass(frozen=True)
 class Task:
     name: str
     lesson: str
@@ -104,6 +142,7 @@ class Task:
     loss_names: tuple[str, ...] = ()  # when one step reports several losses
     tiers: tuple[int, ...] = (1, 2, 3)
     parity_epochs: int | None = None  # parity's default schedule; None: the whole lesson
+    shuffle: bool = True  # the lesson's DataLoader(shuffle=...); False: batches in data order
 
     def modules(self):
         """The two tutorial modules: (jaxnets.<module>, torchref.<module>)."""
@@ -232,6 +271,57 @@ TASKS = {
         quick_epochs=1,
         tolerance={"float64": 1e-9, "float32": 3e-2},
         parity_epochs=1,
+    ),
+    "mnist-lstm": Task(
+        name="mnist-lstm",
+        lesson="E: MNIST rows read by an LSTM (seeds/003)",
+        module="mnist_lstm",
+        dataset="mnist-unit-2k",
+        hp=MnistLstmHP(),
+        metric="accuracy",
+        picture="digits",
+        quick_epochs=1,
+        # float32: the two trajectories part completely within the epoch (loss 0.29, parameters
+        # 0.45 apart after 79 steps): Adam at lr 0.01 makes this LSTM's training chaotic, and
+        # float64 shows the same growth from 1e-16 (4.5e-11 at step 79). float64 is the check.
+        tolerance={"float64": 1e-9, "float32": 1.0},
+    ),
+    "rnn-sincos": Task(
+        name="rnn-sincos",
+        lesson="E: RNN from sin to cos, hidden state carried (seeds/003)",
+        module="rnn_sincos",
+        dataset="sin-to-cos",
+        hp=RnnSinCosHP(),
+        metric="loss",
+        picture="sin_to_cos",
+        quick_epochs=1,
+        tolerance={"float64": 1e-9, "float32": 1.5e-3},
+        shuffle=False,
+    ),
+    "pos-tagger": Task(
+        name="pos-tagger",
+        lesson="E: part-of-speech tagging with an LSTM (seeds/002 ch. 7.7)",
+        module="pos_tagger",
+        dataset="tagged-sentences",
+        hp=PosTaggerHP(),
+        metric="accuracy",
+        picture="tagged_sentences",
+        quick_epochs=30,
+        tolerance={"float64": 1e-9, "float32": 3e-6},
+        shuffle=False,
+    ),
+    "lstm-forecast": Task(
+        name="lstm-forecast",
+        lesson="E: LSTM forecast of a time series (seeds/002 ch. 7.8; CO2 for CSI 300)",
+        module="lstm_forecast",
+        dataset="co2-weekly",
+        hp=LstmForecastHP(),
+        metric="loss",
+        picture="forecast",
+        quick_epochs=1,
+        tolerance={"float64": 1e-9, "float32": 1.5e-3},
+        parity_epochs=1,
+        shuffle=False,
     ),
 }
 

@@ -16,21 +16,33 @@ import torch
 from tqdm.auto import tqdm
 
 from compare import CompareError, data, plots, port, registry
-from compare.twins import evaluate_side, make_twins, schedule, train_jax, train_torch
+from compare.twins import (
+    accuracy,
+    evaluate_side,
+    make_twins,
+    schedule,
+    tensor_rel_diff,
+    train_jax,
+    train_torch,
+)
 
 
 def predictors(twins):
     """side -> function(numpy x) -> numpy prediction, in the dtype the side trained in."""
     np_dtype = np.dtype(twins.dtype)
 
+    def cast(x):  # features in the side's dtype; word indices stay integers
+        x = np.asarray(x)
+        return x.astype(np_dtype) if np.issubdtype(x.dtype, np.floating) else x
+
     def torch_predict(x):
         model = twins.torch_model.eval()
-        return twins.torch_module.predict(model, torch.from_numpy(np.asarray(x, np_dtype))).numpy()
+        return twins.torch_module.predict(model, torch.from_numpy(cast(x))).numpy()
 
     def jax_predict(x):
         x = data.nhwc(x) if x.ndim == 4 else x  # numpy callers hold torch's NCHW images
         twins.jax_model.eval()  # as torch's model.eval(): BatchNorm on running statistics
-        return np.asarray(twins.jax_module.predict(twins.jax_model, jax.numpy.asarray(x, np_dtype)))
+        return np.asarray(twins.jax_module.predict(twins.jax_model, jax.numpy.asarray(cast(x))))
 
     return {"torch": torch_predict, "jax": jax_predict}
 
@@ -48,8 +60,7 @@ def evaluate(twins, predict, losses):
         else:
             side_metrics = {"final_loss": float(last)}
         if twins.task.metric == "accuracy" and "x_test" not in twins.arrays:
-            pred = predict[side](twins.arrays["x"]).reshape(-1)
-            side_metrics["accuracy"] = float(np.mean(pred == twins.arrays["y"].reshape(-1)))
+            side_metrics["accuracy"] = accuracy(predict[side](twins.arrays["x"]), twins.arrays["y"])
         metrics[side] = side_metrics
     return metrics
 
@@ -108,14 +119,12 @@ def run(
             chunks.append(train(twins, [epoch], first_epoch=number, first_step=first_step))
             epoch_seconds[side].append(time.perf_counter() - start)
             tested = evaluate_side(twins, side)
-            history[side].append(
-                {
-                    "epoch": number + 1,
-                    "test_loss": tested["loss"],
-                    "test_accuracy": tested["accuracy"],
-                }
-            )
-            bar.set_postfix(test_accuracy=f"{100 * tested['accuracy']:.2f} %")
+            history[side].append({"epoch": number + 1, "test_loss": tested["loss"]})
+            if "accuracy" in tested:
+                history[side][-1]["test_accuracy"] = tested["accuracy"]
+                bar.set_postfix(test_accuracy=f"{100 * tested['accuracy']:.2f} %")
+            else:
+                bar.set_postfix(test_loss=f"{tested['loss']:.3g}")
             bar.update()
         bar.close()
         losses[side] = np.concatenate(chunks)
@@ -127,7 +136,8 @@ def run(
     if "x_test" in twins.arrays:
         tested = {side: evaluate_side(twins, side) for side in ("torch", "jax")}
         for side in ("torch", "jax"):
-            metrics[side]["test_accuracy"] = tested[side]["accuracy"]
+            if "accuracy" in tested[side]:
+                metrics[side]["test_accuracy"] = tested[side]["accuracy"]
             metrics[side]["test_loss"] = tested[side]["loss"]
             metrics[side]["per_epoch"] = history[side]
     result = {
@@ -155,9 +165,13 @@ def run(
     if epoch_seconds:
         for side in ("torch", "jax"):
             result[side]["epoch_seconds"] = epoch_seconds[side]
-        result["test_predictions_differ"] = int(
-            np.sum(tested["torch"]["predictions"] != tested["jax"]["predictions"])
-        )
+        predicted = {side: tested[side]["predictions"] for side in tested}
+        if task.metric == "accuracy":
+            result["test_predictions_differ"] = int(np.sum(predicted["torch"] != predicted["jax"]))
+        else:
+            result["test_prediction_max_rel_diff"] = tensor_rel_diff(
+                {"test": predicted["jax"]}, {"test": predicted["torch"]}
+            )
     for side, model in (
         ("torch", port.torch_state_dict(twins.torch_model)),
         ("jax", port.from_nnx(twins.jax_model)),
@@ -165,6 +179,8 @@ def run(
         params = small_params(model)
         if params is not None:
             result[side]["metrics"]["params"] = params
+    if task.dataset == "tagged-sentences":  # the lesson prints the tags it finds
+        result["tags"] = _tags(predict)
     if task.name == "autograd-fit":  # lesson C's third implementation joins the comparison
         by_hand = _by_hand(twins, len(losses["torch"]))
         result["numpy_by_hand"] = by_hand
@@ -200,6 +216,20 @@ def _by_hand(twins, num_steps):
         "b": b.reshape(-1).tolist(),
         "final_loss": float(losses[-1]),
     }
+
+
+def _tags(predict):
+    """Each side's tags for the training and test sentences: {side: {sentence: [tag, ...]}}."""
+    names = {i: tag for tag, i in data.TAG_TO_IX.items()}
+    index = data.word_to_ix()
+    sentences = [words for words, _ in data.TRAINING_SENTENCES + data.TEST_SENTENCES]
+    tags = {}
+    for side in ("torch", "jax"):
+        tags[side] = {}
+        for words in sentences:
+            x = np.array([[index[w] for w in words]], np.int64)  # (1, seq_len)
+            tags[side][" ".join(words)] = [names[int(i)] for i in predict[side](x)[0]]
+    return tags
 
 
 def _plain(hp):

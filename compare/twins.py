@@ -16,6 +16,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from compare import CompareError, data, port, registry
+from jaxnets import _layers as jax_layers
 from jaxnets import _train as jax_train
 
 DTYPES = {"float32": (np.float32, torch.float32), "float64": (np.float64, torch.float64)}
@@ -105,6 +106,7 @@ def make_twins(task, dtype="float32", seed=0, init_from=None, hp=None, data_dir=
 
     jax_model = jax_module.new_model(hp, nnx.Rngs(seed))
     port.to_nnx(jax_model, initial, dtype=np_dtype)
+    _cast_carried_state(jax_model, np_dtype)
 
     def cast(array):
         return array.astype(np_dtype) if np.issubdtype(array.dtype, np.floating) else array
@@ -130,10 +132,19 @@ def make_twins(task, dtype="float32", seed=0, init_from=None, hp=None, data_dir=
     )
 
 
+def _cast_carried_state(model, np_dtype):
+    """A state the model carries between steps (rnn-sincos's hidden state) is not ported: it
+    starts at zeros on both sides. It only needs the dtype the side trains in."""
+    for _, var in nnx.to_flat_state(nnx.state(model, jax_layers.HiddenState)):
+        var.set_value(jnp.asarray(var.get_value(), np_dtype))
+
+
 def schedule(twins, num_epochs, seed=0):
     """The batch order both sides follow: ``order[epoch][step]`` index arrays."""
     n = len(twins.arrays["x"])
-    order = data.batch_order(n, twins.hp.batch_size, num_epochs, seed=seed)
+    order = data.batch_order(
+        n, twins.hp.batch_size, num_epochs, seed=seed, shuffle=twins.task.shuffle
+    )
     has_batchnorm = any(
         isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in twins.torch_model.modules()
     )
@@ -261,13 +272,19 @@ def evaluate_side(twins, side, x_key="x_test", y_key="y_test", chunk=1000):
             total += float(loss_fn(model, xb, yb)) * len(xb)
             predictions.append(np.asarray(module.predict(model, x[i : i + chunk])))
         model.train()
-    predictions = np.concatenate(predictions).reshape(-1)
-    labels = twins.arrays[y_key].reshape(-1)
-    return {
-        "loss": total / len(x),
-        "accuracy": float(np.mean(predictions == labels)),
-        "predictions": predictions,
-    }
+    predictions = np.concatenate(predictions)
+    result = {"loss": total / len(x), "predictions": predictions}
+    if twins.task.metric == "accuracy":
+        result["accuracy"] = accuracy(predictions, twins.arrays[y_key])
+    return result
+
+
+def accuracy(predictions, labels):
+    """The fraction of labels predicted, skipping ``IGNORE_INDEX`` labels (a padded sentence's
+    end), as torch's losses skip them."""
+    predictions, labels = np.asarray(predictions).reshape(-1), np.asarray(labels).reshape(-1)
+    scored = labels != data.IGNORE_INDEX
+    return float(np.mean(predictions[scored] == labels[scored]))
 
 
 _LOSS_CACHE = {}

@@ -1,5 +1,16 @@
 """Layers whose Flax default differs from torch in a way a port must not inherit.
 
+``LSTMCell`` and ``RNNCell``: Flax's cells give one of their two matmuls a bias, because
+``x W_ih + b_ih + h W_hh + b_hh`` needs only one. A forward pass ported that way is exact
+(fold ``b = b_ih + b_hh``), training is not: torch gives each of its two biases the whole
+gradient, so their sum moves twice as far per step as Flax's single bias (under SGD and Adam
+alike). These subclasses keep torch's second bias; gates, order and carry stay Flax's own.
+
+``Embed``: ``nnx.Embed`` fixes its compute dtype when it is built (float32 unless told), so a
+float64 table loaded afterwards is rounded to float32 in every lookup (1e-8 apart in the
+lockstep tier). This one looks up in whatever dtype the table holds, as ``nn.Embedding`` does.
+``nnx.SimpleCell`` likewise computes in float32 by default; ``RNNCell`` passes ``dtype=None``.
+
 ``BatchNorm``: ``nnx.BatchNorm`` normalises a batch exactly as torch does, but keeps different
 running statistics: its ``momentum`` weighs the old value (torch's weighs the new one: torch
 0.1 = Flax 0.9, and Flax's default is 0.99), it updates the running variance with the biased
@@ -40,3 +51,54 @@ class BatchNorm(nnx.BatchNorm):
         self.num_batches_tracked[...] += 1
         y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
         return y * self.scale[...].reshape(mean.shape) + self.bias[...].reshape(mean.shape)
+
+
+class Embed(nnx.Embed):
+    """``torch.nn.Embedding``: rows of the table, in the table's own dtype."""
+
+    def __init__(self, num_embeddings, features, *, rngs: nnx.Rngs):
+        super().__init__(num_embeddings, features, rngs=rngs)
+        self.dtype = None  # promote nothing: keep the table's dtype
+
+
+class LSTMCell(nnx.OptimizedLSTMCell):
+    """``torch.nn.LSTM``'s cell: gates i, f, g, o in torch's order, both biases, carry (c, h)."""
+
+    def __init__(self, in_features, hidden_features, *, rngs: nnx.Rngs):
+        super().__init__(in_features, hidden_features, rngs=rngs)
+        # torch's bias_ih; the inherited dense_h already holds bias_hh
+        self.dense_i = nnx.Linear(in_features, 4 * hidden_features, rngs=rngs)
+
+    def initialize_carry(self, input_shape, rngs=None, carry_init=None):
+        # torch's None: zeros, in the weights' dtype (float64 in the lockstep tier)
+        zeros = _zeros_state(self, input_shape)
+        return zeros, zeros  # (c, h); torch returns (h, c)
+
+
+class RNNCell(nnx.SimpleCell):
+    """``torch.nn.RNN``'s cell (tanh): ``h' = tanh(x W_ih + b_ih + h W_hh + b_hh)``."""
+
+    def __init__(self, in_features, hidden_features, *, rngs: nnx.Rngs):
+        # dtype=None: compute in the weights' dtype (SimpleCell's default computes in float32)
+        super().__init__(in_features, hidden_features, dtype=None, rngs=rngs)
+        # torch's bias_hh; the inherited dense_i already holds bias_ih
+        self.dense_h = nnx.Linear(
+            hidden_features,
+            hidden_features,
+            kernel_init=nnx.initializers.orthogonal(),
+            rngs=rngs,
+        )
+
+    def initialize_carry(self, input_shape, rngs=None, carry_init=None):
+        return _zeros_state(self, input_shape)  # torch's None
+
+
+def _zeros_state(cell, input_shape):
+    """A zero hidden state for inputs of ``input_shape`` (batch..., features)."""
+    dtype = cell.dense_h.kernel[...].dtype
+    return jnp.zeros((*input_shape[:-1], cell.hidden_features), dtype)
+
+
+class HiddenState(nnx.Variable):
+    """A recurrent state a model carries from one training step to the next (lesson E's
+    ``h_state``): neither a parameter nor a torch state-dict entry, so never ported."""
