@@ -99,7 +99,9 @@ def train_full_batch(train_step, model, optimizer, x, y, num_steps):
 
 
 def _flat_variables(model):
-    return {".".join(map(str, path)): var for path, var in nnx.to_flat_state(nnx.state(model))}
+    # weights and statistics; not RNG streams (nnx.RNN keeps one) nor a carried hidden state
+    state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
+    return {".".join(map(str, path)): var for path, var in nnx.to_flat_state(state)}
 
 
 def checkpoint_keys(model):
