@@ -173,6 +173,13 @@ def mnist(seed=0, normalize=(0.1307, 0.3081), flatten=False, data_dir=None):
     return arrays
 
 
+def mnist_train(**kwargs):
+    """``mnist(**kwargs)`` without its test split: the generative lessons train on the training
+    images alone (and CGAN on their labels), and have nothing to score on a test set."""
+    arrays = mnist(**kwargs)
+    return {"x": arrays["x"], "y": arrays["y"]}
+
+
 def nhwc(images):
     """NCHW (torch's layout) to NHWC (Flax's): done once, where data enters the JAX side."""
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
@@ -188,8 +195,19 @@ DATASETS = {
     "mnist": mnist,  # Normalize(0.1307, 0.3081), lesson D's seeds/004
     # Normalize([0.5], [0.5]) and flattened to 784, as ch. 3's loop does before the model
     "mnist-half": functools.partial(mnist, normalize=(0.5, 0.5), flatten=True),
+    # Lesson F, training images only: the VAE's ToTensor() pixels in [0, 1] (its BCE targets),
+    # the GANs' Normalize([0.5], [0.5]) in [-1, 1] (tanh's range), flat or NCHW for DCGAN
+    "mnist-pixels": functools.partial(mnist_train, normalize=None, flatten=True),
+    "mnist-half-train": functools.partial(mnist_train, normalize=(0.5, 0.5), flatten=True),
+    "mnist-half-train-2d": functools.partial(mnist_train, normalize=(0.5, 0.5)),
 }
-FILE_DATASETS = {"mnist", "mnist-half"}  # read from files: --data-dir applies
+FILE_DATASETS = {  # read from files: --data-dir applies
+    "mnist",
+    "mnist-half",
+    "mnist-pixels",
+    "mnist-half-train",
+    "mnist-half-train-2d",
+}
 
 
 def load(task, seed=None, data_dir=None):
