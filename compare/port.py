@@ -145,6 +145,12 @@ def to_nnx(model, state_dict, dtype=None, source="state dict"):
         if dtype is not None and np.issubdtype(array.dtype, np.floating):
             array = array.astype(dtype)
         var.set_value(jnp.asarray(to_nnx(array)))
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, nnx.Embed):
+            # nnx.Embed looks up in the dtype fixed when it was built (its param_dtype,
+            # float32, unless given): float64 weights would be read, and their gradient
+            # summed, in float32. It computes in the weights' dtype from here on.
+            module.dtype = module.embedding.get_value().dtype
     return model
 
 
