@@ -16,6 +16,8 @@ from compare.twins import (
     draw,
     draw_noise,
     evaluate_side,
+    fixed_noise,
+    generate,
     make_twins,
     max_rel_diff,
     schedule,
@@ -137,6 +139,13 @@ def lockstep(
             "torch": np.asarray(torch_losses[-1]).tolist(),
         },
     }
+    fixed = fixed_noise(twins, seed=seed)
+    if fixed is not None:  # eval mode (BatchNorm's running statistics): the same digits
+        result["samples_max_rel_diff"] = tensor_rel_diff(
+            {"samples": generate(twins, "jax", fixed)},
+            {"samples": generate(twins, "torch", fixed)},
+        )
+        result["passed"] = bool(result["passed"] and result["samples_max_rel_diff"] <= tolerance)
     if "x_test" in twins.arrays:
         tested = {side: evaluate_side(twins, side) for side in ("torch", "jax")}
         differ = int(np.sum(tested["torch"]["predictions"] != tested["jax"]["predictions"]))

@@ -255,6 +255,51 @@ def train_jax(twins, order, progress=False, first_epoch=0, first_step=0, chunks=
     return np.concatenate(losses)
 
 
+SAMPLES = 100  # a 10 x 10 grid; CGAN's labels run 0-9 down its rows
+
+
+def fixed_noise(twins, seed=0, count=SAMPLES):
+    """The noise a generative task's pictures are drawn from, the same for both sides and for
+    every epoch (numpy, seeded); None for other tasks. Labels go in rows: ten 0s, ten 1s..."""
+    if not twins.task.noise:
+        return None
+    rng = np.random.default_rng([seed, 3])
+    fixed = {}
+    for noise in twins.task.noise:
+        if noise.kind == "labels":
+            classes = noise.num_classes(twins.hp)
+            fixed[noise.name] = np.repeat(np.arange(classes), -(-count // classes))[:count]
+        else:
+            fixed[noise.name] = draw(noise, rng, count, twins.hp)
+    return {
+        k: v.astype(np.dtype(twins.dtype)) if v.dtype.kind == "f" else v for k, v in fixed.items()
+    }
+
+
+def on_side(twins, side, fn, *arrays):
+    """``fn(model, *arrays)`` of one side's tutorial in eval mode, as (n, 28, 28) numpy images.
+    Arrays are numpy, torch's NCHW images included; a dict is handed over as a dict."""
+
+    def convert(a):
+        if isinstance(a, dict):
+            return {k: convert(v) for k, v in a.items()}
+        if side == "torch":
+            return torch.from_numpy(np.ascontiguousarray(a))
+        return jax.numpy.asarray(data.nhwc(a) if a.ndim == 4 else a)
+
+    model = twins.torch_model if side == "torch" else twins.jax_model
+    model.eval()  # BatchNorm on running statistics, as the lessons sample
+    out = fn(model, *(convert(a) for a in arrays))
+    model.train()
+    out = out.numpy() if side == "torch" else np.asarray(out)
+    return out.reshape(len(out), 28, 28)
+
+
+def generate(twins, side, fixed):
+    module = twins.torch_module if side == "torch" else twins.jax_module
+    return on_side(twins, side, module.predict, fixed)
+
+
 def max_rel_diff(a, b):
     """max |a - b| / |b| elementwise (|b| floored at the smallest normal float64)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

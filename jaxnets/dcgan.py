@@ -1,11 +1,11 @@
 """Deep convolutional GAN: transposed convolutions forge 28x28 digits, convolutions judge them.
 
-Lesson F (seeds/002 ch. 8; the layout of PyTorch's DCGAN example, sized for 28x28):
-``Generator`` z (100) as a 1x1 image -> ConvTranspose2d(100, 64, 7) 7x7 -> BatchNorm2d, ReLU
--> ConvTranspose2d(64, 32, 4, stride 2, padding 1) 14x14 -> BatchNorm2d, ReLU ->
-ConvTranspose2d(32, 1, 4, 2, 1) 28x28 -> Tanh; ``Discriminator`` Conv2d(1, 32, 4, 2, 1) 14x14
--> LeakyReLU(0.2) -> Conv2d(32, 64, 4, 2, 1) 7x7 -> BatchNorm2d, LeakyReLU(0.2) ->
-Conv2d(64, 1, 7) 1x1 -> Sigmoid; no biases before a BatchNorm (or anywhere, as the example).
+Lesson F (seeds/002 ch. 8; the layout of PyTorch's DCGAN example, sized for 28x28; ngf = ndf
+= 16 here, 64 there): ``Generator`` z (100) as a 1x1 image -> ConvTranspose2d(100, 2 ngf, 7)
+7x7 -> BatchNorm2d, ReLU -> ConvTranspose2d(2 ngf, ngf, 4, stride 2, padding 1) 14x14 ->
+BatchNorm2d, ReLU -> ConvTranspose2d(ngf, 1, 4, 2, 1) 28x28 -> Tanh; ``Discriminator``
+Conv2d(1, ndf, 4, 2, 1) 14x14 -> LeakyReLU(0.2) -> Conv2d(ndf, 2 ndf, 4, 2, 1) 7x7 ->
+BatchNorm2d, LeakyReLU(0.2) -> Conv2d(2 ndf, 1, 7) 1x1 -> Sigmoid; no biases, as the example.
 ``BCELoss``, Adam lr 2e-4 betas (0.5, 0.999) for each net, batch 100, images in [-1, 1].
 Trained as ``gan``: one G(z) per step, its fakes detached for D's step, then reused for G's.
 """
@@ -39,7 +39,7 @@ def conv_transpose(in_features, out_features, k, stride, padding, *, rngs):
 
 
 class Generator(nnx.Module):
-    def __init__(self, latent_size=100, ngf=32, *, rngs: nnx.Rngs):
+    def __init__(self, latent_size=100, ngf=16, *, rngs: nnx.Rngs):
         self.main = nnx.Sequential(
             conv_transpose(latent_size, ngf * 2, 7, 1, 0, rngs=rngs),
             BatchNorm(ngf * 2, rngs=rngs),
@@ -58,7 +58,7 @@ class Generator(nnx.Module):
 
 
 class Discriminator(nnx.Module):
-    def __init__(self, ndf=32, *, rngs: nnx.Rngs):
+    def __init__(self, ndf=16, *, rngs: nnx.Rngs):
         # torch's Conv2d pads p on each side (nnx.Conv pads 'SAME' unless told)
         self.main = nnx.Sequential(
             nnx.Conv(1, ndf, (4, 4), strides=2, padding=1, use_bias=False, rngs=rngs),
@@ -78,7 +78,7 @@ class Discriminator(nnx.Module):
 class DCGAN(nnx.Module):
     """``D`` and ``G`` in one module: one state dict holds both."""
 
-    def __init__(self, latent_size=100, ngf=32, ndf=32, *, rngs: nnx.Rngs):
+    def __init__(self, latent_size=100, ngf=16, ndf=16, *, rngs: nnx.Rngs):
         self.latent_size = latent_size
         self.D = Discriminator(ndf, rngs=rngs)
         self.G = Generator(latent_size, ngf, rngs=rngs)
