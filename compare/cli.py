@@ -116,6 +116,8 @@ def cmd_parity(args):
         ):
             print(f"  {key:<22} {result[key]:.3e}")
         print(f"  {'tolerance':<22} {result['tolerance']:.1e}")
+        if "samples_max_rel_diff" in result:
+            print(f"  {'samples_max_rel_diff':<22} {result['samples_max_rel_diff']:.3e}")
         if "test_predictions_differ" in result:
             print(f"  {'test predictions differ':<22} {result['test_predictions_differ']}")
     return 0 if result["passed"] else 1

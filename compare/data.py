@@ -261,6 +261,13 @@ def co2_windows(seed=0, window=30, test_fraction=0.2):
     }
 
 
+def mnist_train(**kwargs):
+    """``mnist(**kwargs)`` without its test split: the generative lessons train on the training
+    images alone (and CGAN on their labels), and have nothing to score on a test set."""
+    arrays = mnist(**kwargs)
+    return {"x": arrays["x"], "y": arrays["y"]}
+
+
 def nhwc(images):
     """NCHW (torch's layout) to NHWC (Flax's): done once, where data enters the JAX side."""
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
@@ -281,8 +288,20 @@ DATASETS = {
     "sin-to-cos": sin_to_cos,
     "tagged-sentences": tagged_sentences,
     "co2-weekly": co2_windows,
+    # Lesson F, training images only: the VAE's ToTensor() pixels in [0, 1] (its BCE targets),
+    # the GANs' Normalize([0.5], [0.5]) in [-1, 1] (tanh's range), flat or NCHW for DCGAN
+    "mnist-pixels": functools.partial(mnist_train, normalize=None, flatten=True),
+    "mnist-half-train": functools.partial(mnist_train, normalize=(0.5, 0.5), flatten=True),
+    "mnist-half-train-2d": functools.partial(mnist_train, normalize=(0.5, 0.5)),
 }
-FILE_DATASETS = {"mnist", "mnist-half", "mnist-unit-2k"}  # read from files: --data-dir applies
+FILE_DATASETS = {  # read from files: --data-dir applies
+    "mnist",
+    "mnist-half",
+    "mnist-unit-2k",
+    "mnist-pixels",
+    "mnist-half-train",
+    "mnist-half-train-2d",
+}
 
 
 def load(task, seed=None, data_dir=None):

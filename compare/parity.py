@@ -6,13 +6,18 @@ difference shows (a misplaced eps is ~1e-7, a wrong momentum convention ~1e-2) w
 stays far below the 1e-9 tolerance; float32 reports the drift the two sides really have.
 """
 
+import jax.numpy as jnp
 import numpy as np
 import torch
 from flax import nnx
 
 from compare import CompareError, port, registry
 from compare.twins import (
+    draw,
+    draw_noise,
     evaluate_side,
+    fixed_noise,
+    generate,
     make_twins,
     max_rel_diff,
     schedule,
@@ -24,31 +29,43 @@ from compare.twins import (
 TIER12_ROWS = 5000
 
 
-def forward_and_grads(twins):
+def forward_and_grads(twins, seed=0):
     """Tiers 1 and 2 on the initial weights and the training set (its first ``TIER12_ROWS``
-    rows, so the full MNIST does not need tens of GB in float64); returns the relative
-    differences of the outputs and of the gradients."""
+    rows, so the full MNIST does not need tens of GB in float64; one batch for a model that
+    consumes noise, drawn in numpy for both); returns the relative differences of the outputs
+    and of the gradients."""
     rows = slice(0, TIER12_ROWS)
+    noise, jax_args, torch_args = None, (), ()
+    if twins.task.noise:
+        rows = slice(0, twins.hp.batch_size)
+        rng = np.random.default_rng([seed, 2])
+        noise = {n.name: draw(n, rng, rows.stop, twins.hp) for n in twins.task.noise}
+        np_dtype = np.dtype(twins.dtype)
+        noise = {k: v.astype(np_dtype) if v.dtype.kind == "f" else v for k, v in noise.items()}
+        jax_args = ({k: jnp.asarray(v) for k, v in noise.items()},)
+        torch_args = ({k: torch.from_numpy(v) for k, v in noise.items()},)
     jx, jy = twins.jax_arrays["x"][rows], twins.jax_arrays["y"][rows]
     tx, ty = twins.torch_arrays["x"][rows], twins.torch_arrays["y"][rows]
     jax_model, torch_model = twins.jax_model, twins.torch_model
     jax_module, torch_module = twins.jax_module, twins.torch_module
 
-    if callable(torch_model) and not isinstance(torch_model, torch.nn.ModuleDict):
+    if noise is None and callable(torch_model) and not isinstance(torch_model, torch.nn.ModuleDict):
         with torch.no_grad():
             torch_out = _output(torch_model(tx)).numpy()
         jax_out = np.asarray(_output(jax_model(jx)))
-    else:  # a dict of nets (optimizers): compare their summed loss
-        torch_out = np.asarray(torch_module.loss_fn(torch_model, tx, ty).item())
-        jax_out = np.asarray(jax_module.loss_fn(jax_model, jx, jy))
+    else:  # a dict of nets (optimizers), a generative model: compare their (summed) loss
+        torch_out = np.asarray(torch_module.loss_fn(torch_model, tx, ty, *torch_args).item())
+        jax_out = np.asarray(jax_module.loss_fn(jax_model, jx, jy, *jax_args))
     forward = tensor_rel_diff({"out": jax_out}, {"out": torch_out})
 
-    loss = torch_module.loss_fn(torch_model, tx, ty)
+    loss = torch_module.loss_fn(torch_model, tx, ty, *torch_args)
     torch_model.zero_grad(set_to_none=True)
     loss.backward()
     torch_grads = {k: p.grad.numpy().copy() for k, p in torch_model.named_parameters()}
     torch_model.zero_grad(set_to_none=True)
-    jax_grads = port.grads_from_nnx(jax_model, nnx.grad(jax_module.loss_fn)(jax_model, jx, jy))
+    jax_grads = port.grads_from_nnx(
+        jax_model, nnx.grad(jax_module.loss_fn)(jax_model, jx, jy, *jax_args)
+    )
     if sorted(jax_grads) != sorted(torch_grads):
         raise AssertionError(f"gradient keys differ: {sorted(jax_grads)} vs {sorted(torch_grads)}")
 
@@ -95,13 +112,14 @@ def lockstep(
     if steps is not None and steps < 1:
         raise CompareError("--steps must be at least 1")
     twins = make_twins(task, dtype=dtype, seed=seed, init_from=init_from, hp=hp, data_dir=data_dir)
-    forward, grads = forward_and_grads(twins)
+    forward, grads = forward_and_grads(twins, seed=seed)
 
     order = schedule(twins, task.parity_epochs or twins.hp.num_epochs, seed=seed)
     if steps is not None:
         order = _first_steps(schedule(twins, twins.hp.num_epochs, seed=seed), steps)
-    torch_losses = train_torch(twins, order, progress=progress)
-    jax_losses = train_jax(twins, order, progress=progress)
+    noise = draw_noise(twins, order, seed=seed)  # the same noise for both sides, step by step
+    torch_losses = train_torch(twins, order, progress=progress, noise=noise)
+    jax_losses = train_jax(twins, order, progress=progress, noise=noise)
 
     loss_diff = max_rel_diff(jax_losses, torch_losses)
     param_diff = tensor_rel_diff(
@@ -126,6 +144,13 @@ def lockstep(
             "torch": np.asarray(torch_losses[-1]).tolist(),
         },
     }
+    fixed = fixed_noise(twins, seed=seed)
+    if fixed is not None:  # eval mode (BatchNorm's running statistics): the same digits
+        result["samples_max_rel_diff"] = tensor_rel_diff(
+            {"samples": generate(twins, "jax", fixed)},
+            {"samples": generate(twins, "torch", fixed)},
+        )
+        result["passed"] = bool(result["passed"] and result["samples_max_rel_diff"] <= tolerance)
     if "x_test" in twins.arrays:
         tested = {side: evaluate_side(twins, side) for side in ("torch", "jax")}
         predicted = {side: tested[side]["predictions"] for side in tested}

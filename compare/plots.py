@@ -25,6 +25,44 @@ class Picture:
     loss_names: tuple = ()
     metrics: dict | None = None
     predictions: dict | None = None  # side -> predicted labels of the whole test set
+    samples: dict | None = None  # side -> per epoch, (n, 28, 28) digits from the fixed noise
+    reconstructions: dict | None = None  # "original", "torch", "jax" -> (n, 28, 28)
+
+
+def _grid(images, rows):
+    """(n, 28, 28) images tiled into one (rows * 28, n / rows * 28) picture, 2 px apart."""
+    n = len(images)
+    cols = -(-n // rows)
+    tile = np.full((rows * 30, cols * 30), np.nan)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        tile[r * 30 + 1 : r * 30 + 29, c * 30 + 1 : c * 30 + 29] = image
+    return tile
+
+
+def samples(pic, path, epoch=-1):
+    """Digits each side's generator makes of the same fixed noise, torch left, JAX right
+    (after ``epoch``, the last by default). CGAN's rows are the digits 0 to 9."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.3))
+    number = len(pic.samples["torch"]) if epoch == -1 else epoch + 1
+    for ax, side in zip(axes, SIDES, strict=True):
+        images = pic.samples[side][epoch]
+        ax.imshow(_grid(images, rows=int(np.sqrt(len(images)))), cmap="gray")
+        ax.set_title(f"{side}, after epoch {number}")
+        ax.axis("off")
+    fig.suptitle(f"{pic.task}: generated from the same z on both sides", fontsize=10)
+    _save(fig, path)
+
+
+def reconstructions(pic, path):
+    """The VAE's figure: originals, and each side's reconstructions of them (same eps); the
+    per-epoch new digits are the ``samples`` pictures."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    for ax, key in zip(axes, ("original", *SIDES), strict=True):
+        ax.imshow(_grid(pic.reconstructions[key], rows=5), cmap="gray")
+        ax.set_title(key if key == "original" else f"{key} reconstruction")
+        ax.axis("off")
+    _save(fig, path)
 
 
 def digits(pic, path, count=40):

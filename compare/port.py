@@ -33,6 +33,17 @@ def _conv_back(weight):
     return weight.transpose(2, 3, 1, 0)
 
 
+def _conv_transpose(kernel):
+    # torch ConvTranspose2d weight is (in, out, kH, kW); nnx.ConvTranspose with
+    # transpose_kernel=True holds (kH, kW, out, in): the gradient of a Conv whose kernel is
+    # HWIO with I = out, O = in, which is what torch's transposed convolution computes.
+    return kernel.transpose(3, 2, 0, 1)
+
+
+def _conv_transpose_back(weight):
+    return weight.transpose(2, 3, 1, 0)
+
+
 def _same(array):
     return array
 
@@ -46,6 +57,11 @@ def _int64(array):
 RULES = {
     nnx.Linear: {"kernel": ("weight", _linear, _linear), "bias": ("bias", _same, _same)},
     nnx.Conv: {"kernel": ("weight", _conv, _conv_back), "bias": ("bias", _same, _same)},
+    # needs transpose_kernel=True and padding dilation * (k - 1) - p per side (torch's p)
+    nnx.ConvTranspose: {
+        "kernel": ("weight", _conv_transpose, _conv_transpose_back),
+        "bias": ("bias", _same, _same),
+    },
     nnx.Embed: {"embedding": ("weight", _same, _same)},
     # nn.LSTM / nn.RNN (one layer) <- nnx.RNN over jaxnets' LSTMCell / RNNCell: the cell's two
     # Linears hold torch's two matmuls and two biases. LSTM gates are i, f, g, o on both sides,

@@ -125,6 +125,64 @@ class LstmForecastHP:
     unroll: int = 1  # JAX only: time steps per iteration of the scan over time; same result
 
 
+class VaeHP:
+    image_size: int = 784
+    h_dim: int = 400
+    z_dim: int = 20
+    lr: float = 1e-3
+    num_epochs: int = 30
+    batch_size: int | None = 128
+
+
+@dataclass(frozen=True)
+class GanHP:
+    image_size: int = 784
+    hidden_size: int = 256
+    latent_size: int = 64
+    lr: float = 2e-4
+    num_epochs: int = 200
+    batch_size: int | None = 100
+
+
+@dataclass(frozen=True)
+class CganHP(GanHP):
+    num_classes: int = 10  # the digits, each label embedded in num_classes numbers
+
+
+@dataclass(frozen=True)
+class DcganHP:
+    latent_size: int = 100  # nz
+    # feature maps of G and D: 64 in PyTorch's DCGAN example (64x64 images); 16 here keeps the
+    # float64 lockstep and the fast tests quick on a CPU (--set ngf=64 --set ndf=64: the example's)
+    ngf: int = 16
+    ndf: int = 16
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    num_epochs: int = 25
+    batch_size: int | None = 100
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Randomness a training step consumes, per sample: drawn in numpy by ``compare`` and
+    handed to both sides in lockstep (each side draws its own in normal runs).
+
+    ``shape`` names hyperparameters (``("latent_size",)``) or gives numbers; ``kind`` is
+    ``"normal"`` (N(0, 1), like ``torch.randn``) or ``"labels"`` (integers below ``classes``,
+    like ``torch.randint``)."""
+
+    name: str
+    shape: tuple = ()
+    kind: str = "normal"
+    classes: str | int = 0
+
+    def sample_shape(self, hp):
+        return tuple(getattr(hp, d) if isinstance(d, str) else d for d in self.shape)
+
+    def num_classes(self, hp):
+        return getattr(hp, self.classes) if isinstance(self.classes, str) else self.classes
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -143,6 +201,7 @@ class Task:
     tiers: tuple[int, ...] = (1, 2, 3)
     parity_epochs: int | None = None  # parity's default schedule; None: the whole lesson
     shuffle: bool = True  # the lesson's DataLoader(shuffle=...); False: batches in data order
+    noise: tuple[Noise, ...] = ()  # per-step randomness (generative models): a step's 5th arg
 
     def modules(self):
         """The two tutorial modules: (jaxnets.<module>, torchref.<module>)."""
@@ -322,6 +381,61 @@ TASKS = {
         tolerance={"float64": 1e-9, "float32": 1.5e-3},
         parity_epochs=1,
         shuffle=False,
+    ),
+    "vae": Task(
+        name="vae",
+        lesson="F: variational autoencoder on MNIST (seeds/002 ch. 8.1)",
+        module="vae",
+        dataset="mnist-pixels",
+        hp=VaeHP(),
+        metric="loss",
+        picture="reconstructions",
+        quick_epochs=1,
+        tolerance={"float64": 1e-9, "float32": 3e-1},
+        parity_epochs=2,  # 80 steps of 128 on the shipped 5,000 images
+        noise=(Noise("eps", ("z_dim",)),),
+    ),
+    "gan": Task(
+        name="gan",
+        lesson="F: GAN of fully connected nets on MNIST (seeds/002 ch. 8.2-8.3)",
+        module="gan",
+        dataset="mnist-half-train",
+        hp=GanHP(),
+        metric="loss",
+        picture="samples",
+        quick_epochs=1,
+        tolerance={"float64": 1e-9, "float32": 1.2e-3},
+        loss_names=("D", "G"),
+        parity_epochs=1,  # 50 steps of 100
+        noise=(Noise("z", ("latent_size",)),),
+    ),
+    "cgan": Task(
+        name="cgan",
+        lesson="F: conditional GAN, the digit label joined to z and to the image (seeds/002 ch. 8)",
+        module="cgan",
+        dataset="mnist-half-train",
+        hp=CganHP(),
+        metric="loss",
+        picture="samples",
+        quick_epochs=1,
+        tolerance={"float64": 1e-9, "float32": 2.5e-3},
+        loss_names=("D", "G"),
+        parity_epochs=1,
+        noise=(Noise("z", ("latent_size",)), Noise("labels", (), "labels", "num_classes")),
+    ),
+    "dcgan": Task(
+        name="dcgan",
+        lesson="F: deep convolutional GAN on MNIST (seeds/002 ch. 8)",
+        module="dcgan",
+        dataset="mnist-half-train-2d",
+        hp=DcganHP(),
+        metric="loss",
+        picture="samples",
+        quick_epochs=1,
+        tolerance={"float64": 1e-9, "float32": 1.2e-1},
+        loss_names=("D", "G"),
+        parity_epochs=1,
+        noise=(Noise("z", ("latent_size",)),),
     ),
 }
 

@@ -19,7 +19,10 @@ from compare import CompareError, data, plots, port, registry
 from compare.twins import (
     accuracy,
     evaluate_side,
+    fixed_noise,
+    generate,
     make_twins,
+    on_side,
     schedule,
     tensor_rel_diff,
     train_jax,
@@ -103,9 +106,11 @@ def run(
     )
     order = schedule(twins, num_epochs, seed=seed)
 
+    fixed = fixed_noise(twins, seed=seed)  # what the generators draw from after every epoch
+    samples = {"torch": [], "jax": []}
     losses, seconds, epoch_seconds, history = {}, {}, {}, {}
     for side, train in (("torch", train_torch), ("jax", train_jax)):
-        if "x_test" not in twins.arrays:  # the whole schedule at once, its own progress bar
+        if "x_test" not in twins.arrays and fixed is None:  # the whole schedule at once
             start = time.perf_counter()
             losses[side] = train(twins, order, progress=progress)
             seconds[side] = time.perf_counter() - start
@@ -118,13 +123,16 @@ def run(
             first_step = sum(map(len, chunks))
             chunks.append(train(twins, [epoch], first_epoch=number, first_step=first_step))
             epoch_seconds[side].append(time.perf_counter() - start)
-            tested = evaluate_side(twins, side)
-            history[side].append({"epoch": number + 1, "test_loss": tested["loss"]})
-            if "accuracy" in tested:
-                history[side][-1]["test_accuracy"] = tested["accuracy"]
-                bar.set_postfix(test_accuracy=f"{100 * tested['accuracy']:.2f} %")
-            else:
-                bar.set_postfix(test_loss=f"{tested['loss']:.3g}")
+            if fixed is not None:  # a generator's digits from the same z on both sides
+                samples[side].append(generate(twins, side, fixed))
+            if "x_test" in twins.arrays:
+                tested = evaluate_side(twins, side)
+                history[side].append({"epoch": number + 1, "test_loss": tested["loss"]})
+                if "accuracy" in tested:
+                    history[side][-1]["test_accuracy"] = tested["accuracy"]
+                    bar.set_postfix(test_accuracy=f"{100 * tested['accuracy']:.2f} %")
+                else:
+                    bar.set_postfix(test_loss=f"{tested['loss']:.3g}")
             bar.update()
         bar.close()
         losses[side] = np.concatenate(chunks)
@@ -165,6 +173,7 @@ def run(
     if epoch_seconds:
         for side in ("torch", "jax"):
             result[side]["epoch_seconds"] = epoch_seconds[side]
+    if tested:
         predicted = {side: tested[side]["predictions"] for side in tested}
         if task.metric == "accuracy":
             result["test_predictions_differ"] = int(np.sum(predicted["torch"] != predicted["jax"]))
@@ -195,10 +204,25 @@ def run(
         task.loss_names,
         metrics,
         predictions={side: t["predictions"] for side, t in tested.items()},
+        samples=samples if fixed is not None else None,
+        reconstructions=_reconstructions(twins, fixed),
     )
     result["out_dir"] = str(out_dir)
     _write(out_dir, result, picture, task.picture)
     return result
+
+
+def _reconstructions(twins, fixed, count=50):
+    """The VAE's originals and both sides' reconstructions of them (the same eps)."""
+    if fixed is None or not hasattr(twins.torch_module, "reconstruct"):
+        return None
+    x = twins.arrays["x"][:count].astype(np.dtype(twins.dtype))
+    noise = {k: v[:count] for k, v in fixed.items()}
+    out = {"original": x.reshape(count, 28, 28)}
+    for side in ("torch", "jax"):
+        module = twins.torch_module if side == "torch" else twins.jax_module
+        out[side] = on_side(twins, side, module.reconstruct, x, noise)
+    return out
 
 
 def _by_hand(twins, num_steps):
@@ -256,9 +280,12 @@ def _write(out_dir, result, picture, picture_name):
     try:
         plots.loss_curves(picture, staging / "curves.png")
         getattr(plots, picture_name)(picture, staging / f"{picture_name}.png")
+        for epoch in range(len((picture.samples or {}).get("torch", []))):
+            plots.samples(picture, staging / f"samples_epoch_{epoch + 1:03d}.png", epoch=epoch)
         (staging / "metrics.json").write_text(json.dumps(result, indent=1))
         out_dir.mkdir(exist_ok=True)
-        for name in ("curves.png", f"{picture_name}.png", "metrics.json"):  # metrics.json last
+        names = sorted(p.name for p in staging.iterdir() if p.name != "metrics.json")
+        for name in (*names, "metrics.json"):  # metrics.json last
             shutil.move(staging / name, out_dir / name)
     except OSError as err:
         raise CompareError(f"--out {out_dir}: writing the results failed ({err})") from None

@@ -156,6 +156,33 @@ def schedule(twins, num_epochs, seed=0):
     return order
 
 
+def draw(noise, rng, n, hp):
+    """``n`` samples of one ``registry.Noise`` from ``rng``: float64 normals or int64 labels."""
+    shape = (n, *noise.sample_shape(hp))
+    if noise.kind == "normal":
+        return rng.standard_normal(shape)
+    if noise.kind == "labels":
+        return rng.integers(0, noise.num_classes(hp), size=shape)
+    raise ValueError(f"unknown kind of noise {noise.kind!r}")
+
+
+def draw_noise(twins, order, seed=0):
+    """The randomness every step of ``order`` consumes, drawn once in numpy for both sides:
+    ``noise[epoch][step]`` is ``{name: array}`` with the batch's length (None: the task has
+    none). A generator of its own, so the batch order does not move when noise is added."""
+    if not twins.task.noise:
+        return None
+    rng = np.random.default_rng([seed, 1])
+    return [
+        [{n.name: draw(n, rng, len(idx), twins.hp) for n in twins.task.noise} for idx in epoch]
+        for epoch in order
+    ]
+
+
+def _cast(array, np_dtype):
+    return array.astype(np_dtype) if np.issubdtype(array.dtype, np.floating) else array
+
+
 def _check_finite(losses, side, task, start):
     bad = ~np.isfinite(losses)
     if bad.any():
@@ -167,41 +194,48 @@ def _check_finite(losses, side, task, start):
         )
 
 
-def train_torch(twins, order, progress=False, first_epoch=0, first_step=0):
+def train_torch(twins, order, progress=False, first_epoch=0, first_step=0, noise=None):
     """The torch side over ``order``: one ``train_step`` per batch. Returns the losses.
 
     A tutorial that changes its optimizer between epochs defines ``start_epoch``, called with
-    the epoch's number (``first_epoch`` onwards) before its first batch.
+    the epoch's number (``first_epoch`` onwards) before its first batch. ``noise`` (from
+    ``draw_noise``) is handed to each step; without it a step draws its own.
     """
     module, model, optimizer = twins.torch_module, twins.torch_model, twins.torch_optimizer
     x, y = twins.torch_arrays["x"], twins.torch_arrays["y"]
     full_batch = twins.hp.batch_size is None
     start_epoch = getattr(module, "start_epoch", None)
+    np_dtype = DTYPES[twins.dtype][0]
     model.train()
     losses = []
     bar = tqdm(order, desc="torch", unit="epoch", disable=not progress, leave=False)
     for number, epoch in enumerate(bar, start=first_epoch):
         if start_epoch is not None:
             start_epoch(optimizer, number, twins.hp)
+        epoch_noise = [None] * len(epoch) if noise is None else noise[number - first_epoch]
         epoch_losses = []
-        for idx in epoch:
+        for idx, step_noise in zip(epoch, epoch_noise, strict=True):
             xb, yb = (x, y) if full_batch else (x[idx], y[idx])
-            epoch_losses.append(module.train_step(model, optimizer, xb, yb))
+            args = ()
+            if step_noise is not None:
+                args = ({k: torch.from_numpy(_cast(v, np_dtype)) for k, v in step_noise.items()},)
+            epoch_losses.append(module.train_step(model, optimizer, xb, yb, *args))
         epoch_losses = torch.stack(epoch_losses).numpy()
         _check_finite(epoch_losses, "torch", twins.task.name, first_step + sum(map(len, losses)))
         losses.append(epoch_losses)
     return np.concatenate(losses)
 
 
-def train_jax(twins, order, progress=False, first_epoch=0, first_step=0, chunks=20):
+def train_jax(twins, order, progress=False, first_epoch=0, first_step=0, chunks=20, noise=None):
     """The JAX side over ``order``: each epoch one jitted ``lax.scan`` (full-batch schedules in
     ``chunks`` scans, so the progress bar moves). Returns the losses.
 
     ``first_epoch`` is accepted for symmetry with ``train_torch``: optax schedules count
     steps in the optimizer state, so nothing happens between epochs here. ``first_step``
-    numbers the steps in error messages."""
+    numbers the steps in error messages. ``noise`` as for ``train_torch``."""
     module, model, optimizer = twins.jax_module, twins.jax_model, twins.jax_optimizer
     x, y = twins.jax_arrays["x"], twins.jax_arrays["y"]
+    np_dtype = DTYPES[twins.dtype][0]
     model.train()  # BatchNorm on batch statistics, as torch's model.train()
     losses = []
     bar = tqdm(total=len(order), desc="jax", unit="epoch", disable=not progress, leave=False)
@@ -215,14 +249,66 @@ def train_jax(twins, order, progress=False, first_epoch=0, first_step=0, chunks=
             losses.append(chunk)
             bar.update(steps)
     else:
-        for epoch in order:
-            epoch_losses = jax_train.train_epoch(module.train_step, model, optimizer, x, y, epoch)
+        for number, epoch in enumerate(order):
+            epoch_noise = None
+            if noise is not None:
+                epoch_noise = [
+                    {k: _cast(v, np_dtype) for k, v in step.items()} for step in noise[number]
+                ]
+            epoch_losses = jax_train.train_epoch(
+                module.train_step, model, optimizer, x, y, epoch, noise=epoch_noise
+            )
             epoch_losses = np.asarray(epoch_losses)
             _check_finite(epoch_losses, "jax", twins.task.name, first_step + sum(map(len, losses)))
             losses.append(epoch_losses)
             bar.update(1)
     bar.close()
     return np.concatenate(losses)
+
+
+SAMPLES = 100  # a 10 x 10 grid; CGAN's labels run 0-9 down its rows
+
+
+def fixed_noise(twins, seed=0, count=SAMPLES):
+    """The noise a generative task's pictures are drawn from, the same for both sides and for
+    every epoch (numpy, seeded); None for other tasks. Labels go in rows: ten 0s, ten 1s..."""
+    if not twins.task.noise:
+        return None
+    rng = np.random.default_rng([seed, 3])
+    fixed = {}
+    for noise in twins.task.noise:
+        if noise.kind == "labels":
+            classes = noise.num_classes(twins.hp)
+            fixed[noise.name] = np.repeat(np.arange(classes), -(-count // classes))[:count]
+        else:
+            fixed[noise.name] = draw(noise, rng, count, twins.hp)
+    return {
+        k: v.astype(np.dtype(twins.dtype)) if v.dtype.kind == "f" else v for k, v in fixed.items()
+    }
+
+
+def on_side(twins, side, fn, *arrays):
+    """``fn(model, *arrays)`` of one side's tutorial in eval mode, as (n, 28, 28) numpy images.
+    Arrays are numpy, torch's NCHW images included; a dict is handed over as a dict."""
+
+    def convert(a):
+        if isinstance(a, dict):
+            return {k: convert(v) for k, v in a.items()}
+        if side == "torch":
+            return torch.from_numpy(np.ascontiguousarray(a))
+        return jax.numpy.asarray(data.nhwc(a) if a.ndim == 4 else a)
+
+    model = twins.torch_model if side == "torch" else twins.jax_model
+    model.eval()  # BatchNorm on running statistics, as the lessons sample
+    out = fn(model, *(convert(a) for a in arrays))
+    model.train()
+    out = out.numpy() if side == "torch" else np.asarray(out)
+    return out.reshape(len(out), 28, 28)
+
+
+def generate(twins, side, fixed):
+    module = twins.torch_module if side == "torch" else twins.jax_module
+    return on_side(twins, side, module.predict, fixed)
 
 
 def max_rel_diff(a, b):

@@ -11,6 +11,8 @@ float64 table loaded afterwards is rounded to float32 in every lookup (1e-8 apar
 lockstep tier). This one looks up in whatever dtype the table holds, as ``nn.Embedding`` does.
 ``nnx.SimpleCell`` likewise computes in float32 by default; ``RNNCell`` passes ``dtype=None``.
 
+``binary_cross_entropy``: ``torch.nn.BCELoss`` on probabilities, as torch computes it.
+
 ``BatchNorm``: ``nnx.BatchNorm`` normalises a batch exactly as torch does, but keeps different
 running statistics: its ``momentum`` weighs the old value (torch's weighs the new one: torch
 0.1 = Flax 0.9, and Flax's default is 0.99), it updates the running variance with the biased
@@ -21,6 +23,7 @@ torch's statistics so that eval-mode predictions agree image for image.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
@@ -102,3 +105,43 @@ def _zeros_state(cell, input_shape):
 class HiddenState(nnx.Variable):
     """A recurrent state a model carries from one training step to the next (lesson E's
     ``h_state``): neither a parameter nor a torch state-dict entry, so never ported."""
+
+
+# torch's BCELoss: -(y log p + (1 - y) log1p(-p)), each log term clamped at -100 (a saturated
+# p = 0 or 1 costs 100, not inf), and its own backward, (p - y) / max(p (1 - p), eps), which is
+# not the derivative of the clamped forward: finite at p = 0 and 1, and 10x smaller than 1 / p
+# at p = 1e-13. eps is the C float 1e-12f, in float64 too.
+_LOG_FLOOR = -100.0
+_GRAD_EPS = float(np.float32(1e-12))
+
+
+def _clamped(log, x, defined):
+    # log(x) floored at -100; the double where keeps the gradient finite where log(x) = -inf
+    safe = jnp.where(defined, x, 0.5)
+    return jnp.where(defined, jnp.maximum(log(safe), _LOG_FLOOR), _LOG_FLOOR)
+
+
+@jax.custom_vjp
+def _bce(p, y):
+    log_p = _clamped(jnp.log, p, p > 0)
+    log_1mp = _clamped(lambda q: jnp.log1p(-q), p, p < 1)
+    return -(y * log_p + (1 - y) * log_1mp)  # elementwise
+
+
+def _bce_fwd(p, y):
+    return _bce(p, y), (p, y)
+
+
+def _bce_bwd(residuals, g):
+    p, y = residuals
+    grad_p = g * (p - y) / jnp.maximum((1 - p) * p, _GRAD_EPS)
+    return grad_p, jnp.zeros_like(y)  # targets are labels: torch's BCELoss has no gradient there
+
+
+_bce.defvjp(_bce_fwd, _bce_bwd)
+
+
+def binary_cross_entropy(p, y, reduction="mean"):
+    """``F.binary_cross_entropy(p, y)``: p in [0, 1] (a sigmoid's output), y the same shape."""
+    losses = _bce(p, y)
+    return losses.sum() if reduction == "sum" else losses.mean()

@@ -20,20 +20,27 @@ def use_float64(enabled=True):
     jax.config.update("jax_enable_x64", enabled)
 
 
+def _noise_args(noise):
+    # A step that consumes randomness takes it as a fifth argument when it is handed in
+    # (lockstep); without it the step draws its own and the tutorials' steps keep four.
+    return () if noise is None else (noise,)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _scan_batches(train_step, graphdef, state, x, y, batch_idx):
-    def body(state, idx):
+def _scan_batches(train_step, graphdef, state, x, y, batch_idx, noise=None):
+    def body(state, step):
+        idx, step_noise = step  # step_noise: {name: (batch, ...)} or None
         model, optimizer = nnx.merge(graphdef, state)
-        loss = train_step(model, optimizer, x[idx], y[idx])  # x[idx]: (batch, ...)
+        loss = train_step(model, optimizer, x[idx], y[idx], *_noise_args(step_noise))
         return nnx.state((model, optimizer)), loss
 
-    return jax.lax.scan(body, state, batch_idx)
+    return jax.lax.scan(body, state, (batch_idx, noise))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _one_batch(train_step, graphdef, state, x, y, idx):
+def _one_batch(train_step, graphdef, state, x, y, idx, noise=None):
     model, optimizer = nnx.merge(graphdef, state)
-    loss = train_step(model, optimizer, x[idx], y[idx])
+    loss = train_step(model, optimizer, x[idx], y[idx], *_noise_args(noise))
     return nnx.state((model, optimizer)), loss
 
 
@@ -57,7 +64,7 @@ def _scan_full_batch(train_step, graphdef, state, x, y, num_steps):
     return jax.lax.scan(body, state, None, length=num_steps)
 
 
-def train_epoch(train_step, model, optimizer, x, y, batches, loop="auto"):
+def train_epoch(train_step, model, optimizer, x, y, batches, loop="auto", noise=None):
     """One epoch of mini-batch steps; returns the losses, one per batch, as a jax array.
 
     ``x`` and ``y`` stay on the device; ``batches`` is the epoch's list of index arrays. With
@@ -65,27 +72,36 @@ def train_epoch(train_step, model, optimizer, x, y, batches, loop="auto"):
     batch (what a ``DataLoader`` without ``drop_last`` yields) takes one more step after them,
     in order. ``loop="steps"`` dispatches one jitted pure step per batch (the graph split once,
     not walked per step). ``"auto"`` takes the scan unless ``scan_is_slower(model)``.
+    ``noise``, when given, is one ``{name: array}`` per batch, handed to its step (the scan
+    walks it along with the batch indices).
     """
     if loop == "auto":
         loop = "steps" if scan_is_slower(model) else "scan"
+    per_batch = [None] * len(batches) if noise is None else list(noise)
     if loop == "steps":
         graphdef, state = nnx.split((model, optimizer))
         losses = []
-        for idx in batches:
-            state, loss = _one_batch(train_step, graphdef, state, x, y, idx)
+        for idx, step_noise in zip(batches, per_batch, strict=True):
+            state, loss = _one_batch(train_step, graphdef, state, x, y, idx, step_noise)
             losses.append(loss)
         nnx.update((model, optimizer), state)
         return jax.numpy.stack(losses)
     size = len(batches[0])
-    full = [b for b in batches if len(b) == size]
-    rest = [b for b in batches if len(b) != size]
+    full = [i for i, b in enumerate(batches) if len(b) == size]
+    rest = [i for i, b in enumerate(batches) if len(b) != size]
     if len(rest) > 1 or (rest and len(batches[-1]) == size):
         raise ValueError("only the last batch of an epoch may be shorter")
+    stacked = None
+    if noise is not None:  # {name: (steps, batch, ...)}
+        stacked = {k: np.stack([per_batch[i][k] for i in full]) for k in per_batch[0]}
     graphdef, state = nnx.split((model, optimizer))
-    state, losses = _scan_batches(train_step, graphdef, state, x, y, np.stack(full))
+    state, losses = _scan_batches(
+        train_step, graphdef, state, x, y, np.stack([batches[i] for i in full]), stacked
+    )
     nnx.update((model, optimizer), state)
     if rest:
-        last = train_step(model, optimizer, x[rest[0]], y[rest[0]])
+        last = batches[rest[0]]
+        last = train_step(model, optimizer, x[last], y[last], *_noise_args(per_batch[rest[0]]))
         losses = jax.numpy.concatenate([losses, last[None]])
     return losses
 
@@ -99,7 +115,8 @@ def train_full_batch(train_step, model, optimizer, x, y, num_steps):
 
 
 def _flat_variables(model):
-    # weights and statistics; not RNG streams (nnx.RNN keeps one) nor a carried hidden state
+    # weights and statistics only: not the RNG streams of nnx.RNN or of a model that draws its
+    # own noise, nor a carried hidden state
     state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
     return {".".join(map(str, path)): var for path, var in nnx.to_flat_state(state)}
 

@@ -1,0 +1,79 @@
+"""Variational autoencoder: MNIST digits through a 20-number latent space that is kept normal.
+
+Lesson F (seeds/002 ch. 8.1.3): ``VAE`` with ``fc1`` Linear(784, 400) and ReLU, ``fc2`` and
+``fc3`` Linear(400, 20) (mu and log_var), ``fc4`` Linear(20, 400) and ReLU, ``fc5``
+Linear(400, 784) and sigmoid. z = mu + exp(log_var / 2) * eps with eps ~ N(0, I): the text's
+formula 8.1 prints exp(log_var), its code (``reparameterize``) takes the standard deviation.
+Loss: BCE summed over pixels and batch plus the KL divergence from N(0, I); Adam lr 1e-3,
+batch 128, 30 epochs, pixels in [0, 1] (``ToTensor()`` alone: they are BCE's targets).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class VAE(nn.Module):
+    def __init__(self, image_size=784, h_dim=400, z_dim=20):
+        super().__init__()
+        self.fc1 = nn.Linear(image_size, h_dim)
+        self.fc2 = nn.Linear(h_dim, z_dim)
+        self.fc3 = nn.Linear(h_dim, z_dim)
+        self.fc4 = nn.Linear(z_dim, h_dim)
+        self.fc5 = nn.Linear(h_dim, image_size)
+
+    def encode(self, x):
+        h = F.relu(self.fc1(x))  # (batch, h_dim)
+        return self.fc2(h), self.fc3(h)  # mu, log_var: (batch, z_dim) each
+
+    def reparameterize(self, mu, log_var, eps=None):
+        std = torch.exp(log_var / 2)
+        if eps is None:  # the lesson draws here; compare hands both sides one eps in lockstep
+            eps = torch.randn_like(std)
+        return mu + eps * std  # (batch, z_dim)
+
+    def decode(self, z):
+        h = F.relu(self.fc4(z))  # (batch, h_dim)
+        return torch.sigmoid(self.fc5(h))  # (batch, image_size), pixels in (0, 1)
+
+    def forward(self, x, eps=None):
+        mu, log_var = self.encode(x)
+        z = self.reparameterize(mu, log_var, eps)
+        return self.decode(z), mu, log_var
+
+
+def new_model(hp):
+    return VAE(hp.image_size, hp.h_dim, hp.z_dim)
+
+
+def new_optimizer(model, hp):
+    return torch.optim.Adam(model.parameters(), lr=hp.lr)
+
+
+def loss_fn(model, x, y, noise=None):
+    """Reconstruction (BCE, summed: the lesson's ``size_average=False``) plus KL divergence;
+    ``y`` (the digit) is unused, ``noise`` is ``{"eps": (batch, z_dim)}`` or drawn here."""
+    x_reconst, mu, log_var = model(x, None if noise is None else noise["eps"])
+    reconst_loss = F.binary_cross_entropy(x_reconst, x, reduction="sum")
+    kl_div = -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp())
+    return reconst_loss + kl_div
+
+
+def train_step(model, optimizer, x, y, noise=None):
+    loss = loss_fn(model, x, y, noise)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def predict(model, noise):
+    """New digits: the decoder on z ~ N(0, I), here ``noise["eps"]``, drawn as eps is."""
+    return model.decode(noise["eps"])  # (n, image_size)
+
+
+@torch.no_grad()
+def reconstruct(model, x, noise):
+    """The lesson's reconstructions: the images through encoder, sampling and decoder."""
+    return model(x, noise["eps"])[0]  # (n, image_size)
