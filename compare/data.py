@@ -2,7 +2,7 @@
 
 ``load(task)`` gives a task's data as a dict of numpy arrays (``x``, ``y``; ``x_test``,
 ``y_test`` where there is a test split). Features are float64 here; each side casts them once
-to the dtype it trains in. Class labels are int64.
+to the dtype it trains in. Class labels and word indices are int64.
 """
 
 import functools

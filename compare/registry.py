@@ -125,6 +125,7 @@ class LstmForecastHP:
     unroll: int = 1  # JAX only: time steps per iteration of the scan over time; same result
 
 
+@dataclass(frozen=True)
 class VaeHP:
     image_size: int = 784
     h_dim: int = 400
