@@ -622,12 +622,13 @@ def bench_task(name, opts, progress=False):
     reason = adapter_for(task).unsupported(task)
     if reason is not None:
         raise CompareError(f"{task.name}: the bench cannot run it: {reason}")
+    machine = host()  # the load before the children add theirs
     children = {}
     for framework in ("torch", "jax"):
         if progress:
             print(f"bench {task.name}: {framework} variants ...", file=sys.stderr, flush=True)
         children[framework] = _spawn(framework, task.name, opts)
-    return merge(task, opts, children["torch"], children["jax"])
+    return merge(task, opts, children["torch"], children["jax"], machine)
 
 
 def _spawn(framework, name, opts):
@@ -655,7 +656,7 @@ def _spawn(framework, name, opts):
     return result
 
 
-def merge(task, opts, torch_part, jax_part):
+def merge(task, opts, torch_part, jax_part, machine=None):
     variants = {}
     for name in VARIANTS:
         part = torch_part if name in WORKER_VARIANTS["torch"] else jax_part
@@ -689,7 +690,7 @@ def merge(task, opts, torch_part, jax_part):
         "device": {"torch": torch_part["device"], "jax": jax_part["device"]},
         "device_kind": {"torch": torch_part["device_kind"], "jax": jax_part["device_kind"]},
         "torch_threads": torch_part["threads"],
-        "host": host(),
+        "host": machine or host(),
         "best_torch": best,
         "variants": variants,
         "versions": versions(jax_part.get("platform_version")),
