@@ -315,7 +315,10 @@ def torch_worker(task, opts):
         return block
 
     def compiled(mode=None):
+        from torch._dynamo.utils import counters
+
         torch._dynamo.reset()  # its own compilation, timed in its own warm-up
+        counters.clear()
         step = torch.compile(module.train_step, mode=mode)
         return stepper(step, mark=mode == "reduce-overhead")
 
@@ -330,7 +333,13 @@ def torch_worker(task, opts):
             results[name] = {"status": "skipped", "reason": "CUDA graphs need a CUDA device"}
             continue
         results[name] = _run_variant(
-            build, sync, opts, len(args), samples_per_step, lambda out: _loss_value(out.cpu())
+            build,
+            sync,
+            opts,
+            len(args),
+            samples_per_step,
+            lambda out: _loss_value(out.cpu()),
+            extra=_dynamo_counts if name != "torch-eager" else None,
         )
     with tempfile.TemporaryDirectory(prefix="bench-lesson-") as tmp:
         results["lesson"] = _run_variant(
@@ -367,15 +376,30 @@ def set_torch_precision(tf32):
     }
 
 
-def _run_variant(build, sync, opts, steps, samples_per_step, read_loss):
+def _run_variant(build, sync, opts, steps, samples_per_step, read_loss, extra=None):
     try:
         block = build()
         warmup, seconds, out = time_block(block, sync, opts["repeats"])
-        return summarize(warmup, seconds, steps, samples_per_step, read_loss(out))
+        row = summarize(warmup, seconds, steps, samples_per_step, read_loss(out))
+        if extra is not None:
+            row.update(extra())
+        return row
     except Exception as err:  # one variant failing (no C compiler, no CUDA...) is a result
         if opts.get("debug"):
             traceback.print_exc()
         return {"status": "failed", "reason": _one_line(err)}
+
+
+def _dynamo_counts():
+    """What torch.compile made of the step: graphs, graph breaks, CUDA graph skips (each skip
+    is logged with its reason under ``TORCH_LOGS=cudagraphs``)."""
+    from torch._dynamo.utils import counters
+
+    return {
+        "compiled_graphs": int(counters["stats"]["unique_graphs"]),
+        "graph_breaks": int(sum(counters["graph_break"].values())),
+        "cudagraph_skips": int(counters["inductor"]["cudagraph_skips"]),
+    }
 
 
 def lesson_block(twins, fresh, device, batches, samples_per_step, opts, tmp):
