@@ -692,11 +692,13 @@ def merge(task, opts, torch_part, jax_part, machine=None):
     best = max(
         (n for n in TORCH_VARIANTS if n in ran), key=lambda n: ran[n]["steps_per_s"], default=None
     )
+    lesson = ran.get("lesson")
     for row in variants.values():
         if row["status"] == "ran":
             row["ratio"] = row["steps_per_s"] / ran[best]["steps_per_s"] if best else None
+            row["ratio_to_lesson"] = row["steps_per_s"] / lesson["steps_per_s"] if lesson else None
         else:
-            row["ratio"] = None
+            row["ratio"] = row["ratio_to_lesson"] = None
     return {
         "task": task.name,
         "dataset": torch_part["dataset"],

@@ -169,3 +169,17 @@ def test_all_tables_every_task_skips_what_it_cannot_run_and_plots(
     assert payload["skipped"] == {cannot: "its step takes noise"}
     assert payload["command"].startswith("python -m compare bench --all --quick")
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_every_variant_runs_on_it(cli):
+    import jax
+    import torch
+
+    if not torch.cuda.is_available() or jax.default_backend() != "gpu":
+        pytest.skip("needs a CUDA device for both torch and JAX")
+    code, out, _ = cli("bench", "mnist-cnn", "--quick", "--device", "cuda", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["device_kind"] == {"torch": "cuda", "jax": "cuda"}
+    for name in bench.VARIANTS:
+        assert result["variants"][name]["status"] == "ran", (name, result["variants"][name])
