@@ -128,7 +128,15 @@ class Adapter:
                 )
         return None
 
-    # torch: a list of argument tuples, one per step, already on the device
+    # torch: the step function (run as it is, or compiled), and its arguments after
+    # (model, optimizer), one tuple per step, already on the device
+    def torch_step(self, module):
+        return module.train_step
+
+    def lesson_step(self, module, model, optimizer, inputs, target):
+        """One step of the lesson's loop, on the batch its loader yields."""
+        return module.train_step(model, optimizer, inputs, target)
+
     def torch_batches(self, x, y, batches, full_batch):
         if full_batch:
             return [(x, y)] * len(batches)
@@ -319,12 +327,12 @@ def torch_worker(task, opts):
 
         torch._dynamo.reset()  # its own compilation, timed in its own warm-up
         counters.clear()
-        step = torch.compile(module.train_step, mode=mode)
+        step = torch.compile(adapter.torch_step(module), mode=mode)
         return stepper(step, mark=mode == "reduce-overhead")
 
     results = {}
     builders = {
-        "torch-eager": lambda: stepper(module.train_step),
+        "torch-eager": lambda: stepper(adapter.torch_step(module)),
         "torch-compile": lambda: compiled(),
         "torch-cudagraphs": lambda: compiled("reduce-overhead"),
     }
@@ -343,7 +351,7 @@ def torch_worker(task, opts):
         )
     with tempfile.TemporaryDirectory(prefix="bench-lesson-") as tmp:
         results["lesson"] = _run_variant(
-            lambda: lesson_block(twins, fresh, device, batches, samples_per_step, opts, tmp),
+            lambda: lesson_block(twins, adapter, fresh, device, len(batches), opts, tmp),
             sync,
             opts,
             len(batches),
@@ -402,7 +410,7 @@ def _dynamo_counts():
     }
 
 
-def lesson_block(twins, fresh, device, batches, samples_per_step, opts, tmp):
+def lesson_block(twins, adapter, fresh, device, steps, opts, tmp):
     """The lesson's own loop: its loader, ``.to(device)`` per batch, the loss read back."""
     import torch
 
@@ -410,7 +418,6 @@ def lesson_block(twins, fresh, device, batches, samples_per_step, opts, tmp):
     lesson = lesson_for(task, hp)
     model, optimizer = fresh()
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[twins.dtype]
-    steps = len(batches)
     if lesson.kind == "loop":  # lessons A-C: tensors built once, on the CPU, no device code
         model, optimizer = model.cpu(), module.new_optimizer(model.cpu(), hp)
         x, y = twins.torch_arrays["x"], twins.torch_arrays["y"]
@@ -418,7 +425,7 @@ def lesson_block(twins, fresh, device, batches, samples_per_step, opts, tmp):
         def block():
             loss = None
             for _ in range(steps):
-                loss = module.train_step(model, optimizer, x, y)
+                loss = adapter.lesson_step(module, model, optimizer, x, y)
             return _loss_value(loss)
 
         return block
@@ -442,7 +449,7 @@ def lesson_block(twins, fresh, device, batches, samples_per_step, opts, tmp):
             inputs, target = inputs.to(device, torch_dtype), target.to(device)
             if lesson.flatten:
                 inputs = inputs.view(inputs.size(0), -1)
-            loss = module.train_step(model, optimizer, inputs, target)
+            loss = adapter.lesson_step(module, model, optimizer, inputs, target)
             running_loss += float(np.mean(loss.tolist()))  # the lesson's loss.item()
         return running_loss / steps
 
