@@ -136,7 +136,7 @@ def cmd_bench(args):
     out = args.out
     if args.all:
         out = out or str(Path("runs") / "bench")
-        payload = bench.bench_all(opts, progress=not args.json)
+        payload = bench.bench_all(opts, progress=not (args.json or args.no_progress))
         results = payload["tasks"]
         if not results:
             raise CompareError("bench --all: no task could be benchmarked")
@@ -145,7 +145,7 @@ def cmd_bench(args):
         text += f"`{payload['command']}`\n\n" + bench.summary_markdown(results, payload["skipped"])
         text += "\n" + "\n".join(bench.markdown(r) for r in results)
     else:
-        payload = bench.bench_task(args.task, opts, progress=not args.json)
+        payload = bench.bench_task(args.task, opts, progress=not (args.json or args.no_progress))
         results = [payload]
         text = bench.markdown(payload)
     if out is not None:
@@ -277,6 +277,7 @@ def build_parser():
     p.add_argument("--seed", type=_seed, default=0, help="initial weights and batch order")
     p.add_argument("--out", help="write bench.md, bench.png, bench.json there (--all: runs/bench)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--no-progress", action="store_true")
     p.add_argument("--debug", action="store_true", help="show the children's tracebacks")
     p.set_defaults(func=cmd_bench)
 

@@ -132,6 +132,16 @@ def test_bad_input_is_one_line_and_exit_two(cli, argv, message):
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
 
 
+def test_asking_for_a_missing_gpu_is_one_line_and_exit_two(cli):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    code, out, err = cli("bench", "regression", "--quick", "--device", "cuda", "--no-progress")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: regression: torch bench: --device cuda: torch sees no CUDA")
+
+
 def test_a_step_the_bench_cannot_feed_is_named_with_the_fix():
     def train_step(model, optimizer, x, y, eps):  # a VAE-like step: noise drawn outside
         return 0.0
