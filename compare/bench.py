@@ -307,7 +307,10 @@ def torch_worker(task, opts):
     def fresh():  # the common initial weights, a new optimizer: every variant starts alike
         model = copy.deepcopy(twins.torch_model).to(device)
         model.train()
-        return model, module.new_optimizer(model, hp)
+        optimizer = module.new_optimizer(model, hp)
+        if hasattr(module, "start_epoch"):  # the lesson's learning rate for epoch 0, which
+            module.start_epoch(optimizer, 0, hp)  # optax's schedule holds from step 0
+        return model, optimizer
 
     def stepper(step, mark=False):
         model, optimizer = fresh()

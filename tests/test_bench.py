@@ -63,6 +63,14 @@ def test_quick_json_names_every_variant_with_its_numbers(mnist_mlp):
     assert mnist_mlp["variants"]["torch-cudagraphs"]["status"] == "skipped"
 
 
+def test_every_variant_trained_the_same_steps_from_the_same_weights(mnist_mlp):
+    rows = mnist_mlp["variants"]
+    reference = rows["torch-eager"]["last_loss"]
+    for name in bench.TORCH_VARIANTS + bench.JAX_VARIANTS:  # the lesson shuffles its own way
+        if rows[name]["status"] == "ran":
+            assert rows[name]["last_loss"] == pytest.approx(reference, rel=1e-4), name
+
+
 def test_quick_json_reports_the_setting(mnist_mlp):
     r = mnist_mlp
     assert r["task"] == "mnist-mlp" and r["quick"] and r["dtype"] == "float32"
