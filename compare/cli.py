@@ -1,4 +1,4 @@
-"""``python -m compare`` (also installed as ``twinnets``): list, run, parity, convert.
+"""``python -m compare`` (also installed as ``twinnets``): list, run, parity, bench, convert.
 
 Every failure the user can cause ends with one line on stderr and exit status 2; ``parity``
 exits 1 when the two sides disagree beyond the task's tolerance.
@@ -123,6 +123,47 @@ def cmd_parity(args):
     return 0 if result["passed"] else 1
 
 
+def cmd_bench(args):
+    from compare import bench
+
+    if (args.task is None) == (not args.all):
+        raise CompareError("bench takes a TASK or --all (not both)")
+    opts = bench.make_options(
+        quick=args.quick,
+        repeats=args.repeats,
+        steps=args.steps,
+        dtype=args.dtype,
+        device=args.device,
+        tf32=args.tf32,
+        seed=args.seed,
+        debug=args.debug,
+    )
+    out = args.out
+    if args.all:
+        out = out or str(Path("runs") / "bench")
+        payload = bench.bench_all(opts, progress=not (args.json or args.no_progress))
+        results = payload["tasks"]
+        if not results:
+            raise CompareError("bench --all: no task could be benchmarked")
+        payload["command"] = bench.command_line([], opts, all_tasks=True, out=args.out)
+        text = "## Every task: steps/s (ratio to the best torch variant)\n\n"
+        text += f"`{payload['command']}`\n\n" + bench.summary_markdown(results, payload["skipped"])
+        text += "\n" + "\n".join(bench.markdown(r) for r in results)
+    else:
+        payload = bench.bench_task(args.task, opts, progress=not (args.json or args.no_progress))
+        results = [payload]
+        text = bench.markdown(payload)
+    if out is not None:
+        payload["files"] = bench.write(out, payload, text, results)
+    if args.json:
+        print(json.dumps(payload))
+    else:
+        print(text, end="")
+        if out is not None:
+            print(f"wrote {', '.join(payload['files'])}")
+    return 0
+
+
 def cmd_convert(args):
     from flax import nnx
     from safetensors import SafetensorError
@@ -218,6 +259,32 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_parity)
+
+    p = verbs.add_parser(
+        "bench", help="training speed: torch eager/compile/CUDA graphs, JAX steps/scan, lesson"
+    )
+    p.add_argument("task", nargs="?", help="a task name (or --all)")
+    p.add_argument("--all", action="store_true", help="every task, a summary table and a plot")
+    p.add_argument("--quick", action="store_true", help="a handful of steps, 2 repeats")
+    p.add_argument("--repeats", type=int, help="timed blocks per variant (default 5; quick 2)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="steps per timed block (default: one epoch's full batches, or 500 full-batch steps)",
+    )
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--tf32",
+        action="store_true",
+        help="allow TF32 on both sides (default: full float32 matmuls and convolutions)",
+    )
+    p.add_argument("--seed", type=_seed, default=0, help="initial weights and batch order")
+    p.add_argument("--out", help="write bench.md, bench.png, bench.json there (--all: runs/bench)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show the children's tracebacks")
+    p.set_defaults(func=cmd_bench)
 
     p = verbs.add_parser("convert", help="a torch state dict to a Flax checkpoint, or back")
     p.add_argument("task")

@@ -252,3 +252,35 @@ def _save(fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def bench_speeds(results, path):
+    """The ``bench`` verb's figure: steps/s of every variant that ran, per task, log scale."""
+    variants = [v for v in results[0]["variants"]] if results else []
+    variants = [v for v in variants if any(r["variants"][v]["status"] == "ran" for r in results)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(results) + 3), 4.8))
+    width = 0.8 / max(1, len(variants))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, name in enumerate(variants):
+        xs, ys = [], []
+        for i, r in enumerate(results):
+            row = r["variants"][name]
+            if row["status"] == "ran":
+                xs.append(i + (j - (len(variants) - 1) / 2) * width)
+                ys.append(row["steps_per_s"])
+        hatch = "//" if name.startswith("jax") else None
+        ax.bar(xs, ys, width, label=name, color=colors[j % len(colors)], hatch=hatch)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(results)))
+    ax.set_xticklabels([r["task"] for r in results], rotation=20, ha="right")
+    ax.set_ylabel("training steps per second (log)")
+    if results:
+        first = results[0]
+        ax.set_title(
+            f"bench: {first['device']['torch']} / {first['device']['jax']}, {first['dtype']}, "
+            f"{first['date']}",
+            fontsize=9,
+        )
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    _save(fig, path)
