@@ -63,7 +63,7 @@ QUICK_STEPS, QUICK_REPEATS, REPEATS = 4, 2, 5
 
 DESCRIPTIONS = {
     "torch-eager": "the tutorial's train_step per batch, batches on the device",
-    "torch-compile": "torch.compile(train_step), Inductor",
+    "torch-compile": "torch.compile(train_step), Inductor (GANs: each net compiled)",
     "torch-cudagraphs": 'torch.compile(train_step, mode="reduce-overhead"): CUDA graphs',
     "jax-nnx-jit": "the tutorial's @nnx.jit train_step per batch, batches on the device",
     "jax-steps": "one jitted pure step per Python iteration (graph split once)",
@@ -92,6 +92,13 @@ LESSONS = {
     "mnist-half": Lesson("mnist", mean=0.5, std=0.5, flatten=True),
     # seeds/000 optimizers: Data.DataLoader(TensorDataset(x, y), BATCH_SIZE, shuffle, workers=2)
     "noisy-parabola": Lesson("tensors", num_workers=2),
+    # seeds/003 (mnist-lstm): ToTensor() only, b_x.view(-1, 28, 28) inside the model
+    "mnist-unit-2k": Lesson("mnist"),
+    # seeds/002 ch. 8: the VAE's ToTensor() pixels, the GANs' Normalize([0.5], [0.5]), flattened
+    # by the loop (DCGAN keeps the images)
+    "mnist-pixels": Lesson("mnist", flatten=True),
+    "mnist-half-train": Lesson("mnist", mean=0.5, std=0.5, flatten=True),
+    "mnist-half-train-2d": Lesson("mnist", mean=0.5, std=0.5),
 }
 
 
@@ -121,7 +128,13 @@ class Adapter:
                 params = list(inspect.signature(module.train_step).parameters)
             except (TypeError, ValueError, AttributeError):
                 return f"{side} train_step has no inspectable signature"
-            if len(params) != 4:
+            required = [
+                p
+                for p in inspect.signature(module.train_step).parameters.values()
+                if p.default is inspect.Parameter.empty
+            ]
+            # a step whose noise argument defaults to None draws its own: a normal run's step
+            if len(params) < 4 or len(required) != 4:
                 return (
                     f"its {side} train_step{inspect.signature(module.train_step)} is not "
                     "(model, optimizer, x, y); add an Adapter for it in compare.bench.ADAPTERS"
@@ -132,6 +145,12 @@ class Adapter:
     # (model, optimizer), one tuple per step, already on the device
     def torch_step(self, module):
         return module.train_step
+
+    def torch_compiled(self, module, mode=None):
+        """The step as torch-compile times it: the whole step compiled."""
+        import torch
+
+        return torch.compile(self.torch_step(module), mode=mode)
 
     def lesson_step(self, module, model, optimizer, inputs, target):
         """One step of the lesson's loop, on the batch its loader yields."""
@@ -178,7 +197,26 @@ def _last(loop, *args):
     return lambda: loop(*args)[-1]
 
 
-ADAPTERS = {}  # task name -> Adapter instance, for steps that are not (model, optimizer, x, y)
+class CompiledNets(Adapter):
+    """A GAN step backpropagates twice, the second time through G's graph kept from before D's
+    update; compiled whole, Dynamo's graph breaks free that graph ("backward through the graph
+    a second time"). So compile each net, ``D.compile()`` and ``G.compile()``, as PyTorch's
+    DCGAN users do, and keep the step's Python as written."""
+
+    def torch_compiled(self, module, mode=None):
+        def step(model, optimizer, x, y):
+            if not getattr(model, "bench_compiled", False):
+                for net in (model.D, model.G):
+                    net.compile(mode=mode)
+                model.bench_compiled = True
+            return module.train_step(model, optimizer, x, y)
+
+        return step
+
+
+# task name -> Adapter instance, for steps that are not (model, optimizer, x, y); the
+# generative steps' fifth argument, noise, defaults to None (each side draws its own)
+ADAPTERS = {"gan": CompiledNets(), "cgan": CompiledNets(), "dcgan": CompiledNets()}
 
 
 def adapter_for(task):
@@ -330,7 +368,7 @@ def torch_worker(task, opts):
 
         torch._dynamo.reset()  # its own compilation, timed in its own warm-up
         counters.clear()
-        step = torch.compile(adapter.torch_step(module), mode=mode)
+        step = adapter.torch_compiled(module, mode=mode)
         return stepper(step, mark=mode == "reduce-overhead")
 
     results = {}
@@ -563,9 +601,10 @@ def plan(twins, opts):
     """The block of steps every variant times, and the samples one step trains on.
 
     Mini-batch tasks: the full batches of the first epoch of ``data.batch_order`` (the short
-    last batch left out, so every step has the lesson's batch size and nothing recompiles);
-    full-batch tasks: ``FULL_BATCH_STEPS`` steps on all the data. ``--steps`` and ``--quick``
-    shorten (or lengthen, for full batch) the block."""
+    last batch left out, so every step has the lesson's batch size and nothing recompiles; a
+    block longer than an epoch runs on into the next ones); full-batch tasks:
+    ``FULL_BATCH_STEPS`` steps on all the data. ``--steps`` and ``--quick`` shorten or
+    lengthen the block."""
     from compare import data
 
     n = len(twins.arrays["x"])
@@ -573,13 +612,13 @@ def plan(twins, opts):
     if size is None:
         steps = opts["steps"] or (QUICK_STEPS if opts["quick"] else FULL_BATCH_STEPS)
         return [np.arange(n)] * steps, n
-    epoch = data.batch_order(n, size, 1, seed=opts["seed"])[0]
-    full = [b for b in epoch if len(b) == size]
-    if not full:
+    per_epoch = n // size
+    if per_epoch == 0:
         raise CompareError(f"{twins.task.name}: fewer than {size} samples, no full batch")
-    steps = opts["steps"] or (QUICK_STEPS if opts["quick"] else len(full))
-    if steps > len(full):
-        raise CompareError(f"--steps {steps}: one epoch of {twins.task.name} has {len(full)}")
+    steps = opts["steps"] or (QUICK_STEPS if opts["quick"] else per_epoch)
+    epochs = -(-steps // per_epoch)
+    order = data.batch_order(n, size, epochs, seed=opts["seed"], shuffle=twins.task.shuffle)
+    full = [b for epoch in order for b in epoch if len(b) == size]
     return full[:steps], size
 
 
