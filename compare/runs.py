@@ -216,7 +216,9 @@ def _reconstructions(twins, fixed, count=50):
     """The VAE's originals and both sides' reconstructions of them (the same eps)."""
     if fixed is None or not hasattr(twins.torch_module, "reconstruct"):
         return None
-    x = twins.arrays["x"][:count].astype(np.dtype(twins.dtype))
+    # spread over the set: the shipped images are stored sorted by class
+    pick = np.linspace(0, len(twins.arrays["x"]) - 1, count).astype(int)
+    x = twins.arrays["x"][pick].astype(np.dtype(twins.dtype))
     noise = {k: v[:count] for k, v in fixed.items()}
     out = {"original": x.reshape(count, 28, 28)}
     for side in ("torch", "jax"):
