@@ -59,6 +59,7 @@ JAX_VARIANTS = ("jax-nnx-jit", "jax-steps", "jax-scan")
 VARIANTS = TORCH_VARIANTS + JAX_VARIANTS + ("lesson",)
 WORKER_VARIANTS = {"torch": TORCH_VARIANTS + ("lesson",), "jax": JAX_VARIANTS}
 FULL_BATCH_STEPS = 500  # one repeat of a full-batch task (flower-net's lesson runs 10,000)
+MIN_BLOCK_STEPS = 50  # a block is one epoch, or this many steps of a shorter one (pos-tagger: 2)
 QUICK_STEPS, QUICK_REPEATS, REPEATS = 4, 2, 5
 
 DESCRIPTIONS = {
@@ -486,8 +487,12 @@ def lesson_block(twins, adapter, fresh, device, steps, opts, tmp):
 
     def block():
         running_loss = 0.0
-        for inputs, target in itertools.islice(loader, steps):  # the epoch's full batches
-            inputs, target = inputs.to(device, torch_dtype), target.to(device)
+        # the block's full batches, epoch after epoch when the block is longer than one
+        epochs = itertools.chain.from_iterable(iter(loader) for _ in itertools.count())
+        for inputs, target in itertools.islice(epochs, steps):
+            # features in the run's dtype; word indices stay integers
+            dtype = torch_dtype if inputs.is_floating_point() else inputs.dtype
+            inputs, target = inputs.to(device, dtype), target.to(device)
             if lesson.flatten:
                 inputs = inputs.view(inputs.size(0), -1)
             loss = adapter.lesson_step(module, model, optimizer, inputs, target)
@@ -601,8 +606,8 @@ def plan(twins, opts):
     """The block of steps every variant times, and the samples one step trains on.
 
     Mini-batch tasks: the full batches of the first epoch of ``data.batch_order`` (the short
-    last batch left out, so every step has the lesson's batch size and nothing recompiles; a
-    block longer than an epoch runs on into the next ones); full-batch tasks:
+    last batch left out, so every step has the lesson's batch size and nothing recompiles; at
+    least ``MIN_BLOCK_STEPS``, running on into the next epochs); full-batch tasks:
     ``FULL_BATCH_STEPS`` steps on all the data. ``--steps`` and ``--quick`` shorten or
     lengthen the block."""
     from compare import data
@@ -615,7 +620,7 @@ def plan(twins, opts):
     per_epoch = n // size
     if per_epoch == 0:
         raise CompareError(f"{twins.task.name}: fewer than {size} samples, no full batch")
-    steps = opts["steps"] or (QUICK_STEPS if opts["quick"] else per_epoch)
+    steps = opts["steps"] or (QUICK_STEPS if opts["quick"] else max(per_epoch, MIN_BLOCK_STEPS))
     epochs = -(-steps // per_epoch)
     order = data.batch_order(n, size, epochs, seed=opts["seed"], shuffle=twins.task.shuffle)
     full = [b for epoch in order for b in epoch if len(b) == size]
