@@ -105,12 +105,15 @@ def lockstep(
 ):
     """Tiers 1-3 for a task over its parity schedule (or its first ``steps`` steps).
 
-    The schedule is the lesson's whole one, or ``task.parity_epochs`` epochs of it. Where the
+    The schedule is the lesson's whole one, or ``task.parity_epochs`` epochs of it (in float32,
+    ``task.float32_steps`` steps where that is set). Where the
     task has a test split, the eval-mode predictions of both sides on it are compared too.
     """
     task = registry.get(task_name)
     if steps is not None and steps < 1:
         raise CompareError("--steps must be at least 1")
+    if steps is None and dtype == "float32":
+        steps = task.float32_steps  # None but for chaotic trajectories
     twins = make_twins(task, dtype=dtype, seed=seed, init_from=init_from, hp=hp, data_dir=data_dir)
     forward, grads = forward_and_grads(twins, seed=seed)
 

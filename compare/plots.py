@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 SIDES = ("torch", "jax")
 STYLE = {"torch": {"ls": "-", "lw": 2.0, "alpha": 0.8}, "jax": {"ls": "--", "lw": 1.5}}
+COLORS = {"torch": "tab:red", "jax": "tab:blue"}
 
 
 @dataclass
@@ -111,10 +112,9 @@ def fitted_curve(pic, path):
     order = np.argsort(x[:, 0])
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter(x[:, 0], y[:, 0], s=10, color="0.6", label="data")
-    colors = {"torch": "tab:red", "jax": "tab:blue"}
     for side, predict in pic.predict.items():  # torch, jax, and any third implementation
         style = STYLE.get(side, {"ls": ":", "lw": 2.5})
-        ax.plot(x[order, 0], predict(x)[order, 0], color=colors.get(side, "k"), label=side, **style)
+        ax.plot(x[order, 0], predict(x)[order, 0], color=COLORS.get(side, "k"), label=side, **style)
     ax.set_title(f"{pic.task}: fitted curves")
     ax.legend()
     _save(fig, path)
@@ -175,10 +175,9 @@ def sin_to_cos(pic, path, windows=10):
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.plot(t[shown], x.reshape(-1)[shown], color="0.75", lw=1, label="input sin")
     ax.plot(t[shown], y.reshape(-1)[shown], color="k", lw=1, label="target cos")
-    colors = {"torch": "tab:red", "jax": "tab:blue"}
     for side in SIDES:
         prediction = pic.predict[side](x).reshape(-1)
-        ax.plot(t[shown], prediction[shown], color=colors[side], label=side, **STYLE[side])
+        ax.plot(t[shown], prediction[shown], color=COLORS[side], label=side, **STYLE[side])
     ax.set_xlabel("t")
     ax.set_title(f"{pic.task}: cos predicted from sin over the last {windows} training windows")
     ax.legend(loc="upper right", ncol=4, fontsize=8)
@@ -227,13 +226,12 @@ def forecast(pic, path):
     y = pic.arrays["y_test"].reshape(-1)
     fig, ax = plt.subplots(figsize=(11, 4))
     ax.plot(y, color="k", lw=1, label="data (normalised)")
-    colors = {"torch": "tab:red", "jax": "tab:blue"}
     for side in SIDES:
         loss = (pic.metrics or {}).get(side, {}).get("test_loss")
         label = side if loss is None else f"{side}, test MSE {loss:.3g}"
         ax.plot(
             np.asarray(pic.predictions[side]).reshape(-1),
-            color=colors[side],
+            color=COLORS[side],
             label=label,
             **STYLE[side],
         )

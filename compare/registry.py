@@ -202,6 +202,9 @@ class Task:
     tiers: tuple[int, ...] = (1, 2, 3)
     parity_epochs: int | None = None  # parity's default schedule; None: the whole lesson
     shuffle: bool = True  # the lesson's DataLoader(shuffle=...); False: batches in data order
+    # float32 lockstep's default length where the trajectory is chaotic (mnist-lstm): beyond
+    # it float32 rounding alone parts the two sides, so a bound would measure nothing
+    float32_steps: int | None = None
     noise: tuple[Noise, ...] = ()  # per-step randomness (generative models): a step's 5th arg
 
     def modules(self):
@@ -341,10 +344,12 @@ TASKS = {
         metric="accuracy",
         picture="digits",
         quick_epochs=1,
-        # float32: the two trajectories part completely within the epoch (loss 0.29, parameters
-        # 0.45 apart after 79 steps): Adam at lr 0.01 makes this LSTM's training chaotic, and
-        # float64 shows the same growth from 1e-16 (4.5e-11 at step 79). float64 is the check.
-        tolerance={"float64": 1e-9, "float32": 1.0},
+        # Adam at lr 0.01 makes this LSTM's training chaotic: float32 rounding alone parts the
+        # two sides completely within the epoch (loss 0.29, parameters 0.45 apart at step 79;
+        # torch float32 against torch float64 likewise), float64 grows from 1e-16 to 4.5e-11.
+        # So float32 is bounded over the first 30 steps (7.5e-4 measured, docs/PARITY.md).
+        tolerance={"float64": 1e-9, "float32": 1.5e-3},
+        float32_steps=30,
     ),
     "rnn-sincos": Task(
         name="rnn-sincos",

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from compare import CompareError, data, plots, port, registry
 from compare.twins import (
     accuracy,
+    cast,
     evaluate_side,
     fixed_noise,
     generate,
@@ -34,18 +35,16 @@ def predictors(twins):
     """side -> function(numpy x) -> numpy prediction, in the dtype the side trained in."""
     np_dtype = np.dtype(twins.dtype)
 
-    def cast(x):  # features in the side's dtype; word indices stay integers
-        x = np.asarray(x)
-        return x.astype(np_dtype) if np.issubdtype(x.dtype, np.floating) else x
-
     def torch_predict(x):
         model = twins.torch_model.eval()
-        return twins.torch_module.predict(model, torch.from_numpy(cast(x))).numpy()
+        return twins.torch_module.predict(model, torch.from_numpy(cast(x, np_dtype))).numpy()
 
     def jax_predict(x):
         x = data.nhwc(x) if x.ndim == 4 else x  # numpy callers hold torch's NCHW images
         twins.jax_model.eval()  # as torch's model.eval(): BatchNorm on running statistics
-        return np.asarray(twins.jax_module.predict(twins.jax_model, jax.numpy.asarray(cast(x))))
+        return np.asarray(
+            twins.jax_module.predict(twins.jax_model, jax.numpy.asarray(cast(x, np_dtype)))
+        )
 
     return {"torch": torch_predict, "jax": jax_predict}
 

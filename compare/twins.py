@@ -108,9 +108,6 @@ def make_twins(task, dtype="float32", seed=0, init_from=None, hp=None, data_dir=
     port.to_nnx(jax_model, initial, dtype=np_dtype)
     _cast_carried_state(jax_model, np_dtype)
 
-    def cast(array):
-        return array.astype(np_dtype) if np.issubdtype(array.dtype, np.floating) else array
-
     def jax_layout(array):
         return data.nhwc(array) if array.ndim == 4 else array  # images: NCHW -> NHWC, once
 
@@ -125,8 +122,8 @@ def make_twins(task, dtype="float32", seed=0, init_from=None, hp=None, data_dir=
         torch_model=torch_model,
         torch_optimizer=torch_module.new_optimizer(torch_model, hp),
         arrays=arrays,
-        jax_arrays={k: jnp.asarray(cast(jax_layout(v))) for k, v in arrays.items()},
-        torch_arrays={k: torch.from_numpy(cast(v)) for k, v in arrays.items()},
+        jax_arrays={k: jnp.asarray(cast(jax_layout(v), np_dtype)) for k, v in arrays.items()},
+        torch_arrays={k: torch.from_numpy(cast(v, np_dtype)) for k, v in arrays.items()},
         initial=initial,
         dataset=data.dataset_label(task.name, data_dir),
     )
@@ -179,7 +176,9 @@ def draw_noise(twins, order, seed=0):
     ]
 
 
-def _cast(array, np_dtype):
+def cast(array, np_dtype):
+    """Features in a side's dtype; labels and word indices stay integers."""
+    array = np.asarray(array)
     return array.astype(np_dtype) if np.issubdtype(array.dtype, np.floating) else array
 
 
@@ -218,7 +217,7 @@ def train_torch(twins, order, progress=False, first_epoch=0, first_step=0, noise
             xb, yb = (x, y) if full_batch else (x[idx], y[idx])
             args = ()
             if step_noise is not None:
-                args = ({k: torch.from_numpy(_cast(v, np_dtype)) for k, v in step_noise.items()},)
+                args = ({k: torch.from_numpy(cast(v, np_dtype)) for k, v in step_noise.items()},)
             epoch_losses.append(module.train_step(model, optimizer, xb, yb, *args))
         epoch_losses = torch.stack(epoch_losses).numpy()
         _check_finite(epoch_losses, "torch", twins.task.name, first_step + sum(map(len, losses)))
@@ -253,7 +252,7 @@ def train_jax(twins, order, progress=False, first_epoch=0, first_step=0, chunks=
             epoch_noise = None
             if noise is not None:
                 epoch_noise = [
-                    {k: _cast(v, np_dtype) for k, v in step.items()} for step in noise[number]
+                    {k: cast(v, np_dtype) for k, v in step.items()} for step in noise[number]
                 ]
             epoch_losses = jax_train.train_epoch(
                 module.train_step, model, optimizer, x, y, epoch, noise=epoch_noise
