@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from compare import registry
+from jaxnets import _optim
 
 STEPS = 50
 A = np.diag([1.0, 3.0, 0.5, 2.0]) + 0.1  # a positive definite Hessian
@@ -76,6 +77,16 @@ TWINS = {
         lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.01),
         optax.adamw(0.01, weight_decay=0.01),
     ),
+    # optax has no exact twin (eps inside the root): jaxnets._optim's transform
+    "adagrad": (lambda ps: torch.optim.Adagrad(ps, lr=0.1), _optim.adagrad(0.1)),
+    "adagrad-decays": (
+        lambda ps: torch.optim.Adagrad(
+            ps, lr=0.1, lr_decay=0.05, weight_decay=0.01, initial_accumulator_value=0.2, eps=1e-6
+        ),
+        _optim.adagrad(
+            0.1, lr_decay=0.05, weight_decay=0.01, initial_accumulator_value=0.2, eps=1e-6
+        ),
+    ),
 }
 
 NEAR_MISSES = {
@@ -99,6 +110,18 @@ NEAR_MISSES = {
         lambda ps: torch.optim.Adam(ps, lr=0.01, betas=(0.9, 0.99)),
         optax.adam(0.01),
         1e-6,
+    ),
+    # optax's adagrad with torch's zero start still adds eps inside the square root
+    "adagrad-eps-in-sqrt": (
+        lambda ps: torch.optim.Adagrad(ps, lr=0.1),
+        optax.adagrad(0.1, initial_accumulator_value=0.0, eps=1e-10),
+        1e-6,
+    ),
+    # optax's default accumulator starts at 0.1, torch's at 0
+    "adagrad-default-start": (
+        lambda ps: torch.optim.Adagrad(ps, lr=0.1),
+        _optim.adagrad(0.1, initial_accumulator_value=0.1),
+        1e-2,
     ),
 }
 
