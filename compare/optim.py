@@ -29,7 +29,7 @@ from compare import CompareError
 from jaxnets import _optim
 
 # Options that change how torch computes, not what: they translate to nothing.
-_IMPLEMENTATION = ("foreach", "fused", "differentiable")
+_IMPLEMENTATION = ("foreach", "fused")
 
 
 def to_optax(
@@ -93,9 +93,15 @@ def _settings(name, group):
     """A group's hyperparameters as plain Python numbers; refuses what has no translation."""
     if group.get("capturable"):
         raise CompareError(f"{name}(capturable=True): CUDA-graph capture has no optax meaning")
+    if group.get("differentiable"):
+        raise CompareError(
+            f"{name}(differentiable=True): a step to differentiate through is not translated "
+            "(optax's update is differentiable as it is: translate the optimizer without it)"
+        )
     settings = {}
     for key, value in group.items():
-        if key in ("params", "param_names", "initial_lr", *_IMPLEMENTATION, "capturable"):
+        skipped = ("params", "param_names", "initial_lr", "capturable", "differentiable")
+        if key in skipped or key in _IMPLEMENTATION:
             continue
         if isinstance(value, torch.Tensor):
             value = value.item()
