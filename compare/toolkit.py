@@ -173,7 +173,11 @@ def check(
         if any(id(p) not in owned for g in torch_optimizer.param_groups for p in g["params"]):
             raise CompareError("torch_optimizer holds parameters that are not torch_model's")
     port.torch_to_nnx(
-        torch_model.state_dict(), flax_model, dtype=np_dtype, fold_biases=True, source="torch_model"
+        torch_model.state_dict(),
+        flax_model,
+        dtype=np_dtype,
+        fold_biases=True,
+        source="torch_model's weights into flax_model",
     )
     _cast_other_variables(flax_model, np_dtype)
     folds = port.mapping(flax_model, fold_biases=True).folds
