@@ -94,7 +94,19 @@ def check_run(tw, batches):
     return report, torch_model, flax_model
 
 
-@pytest.mark.parametrize("name", sorted(registry.TASKS))
+# The default tier runs one task of each route (check's own step with to_optax; the
+# tutorial's steps, four optimizers; the tutorial's steps, a carried state); all eighteen run
+# under the slow marker (their float64 convolutions and GAN compilations take minutes on a CPU).
+DEFAULT_TIER = {"regression", "optimizers", "rnn-sincos"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        name if name in DEFAULT_TIER else pytest.param(name, marks=pytest.mark.slow)
+        for name in sorted(registry.TASKS)
+    ],
+)
 def test_check_on_the_tutorial_models_gives_paritys_figures(name):
     tw, batches, (forward, grads), torch_losses, jax_losses = parity_run(name)
     parity_params = lockstep.tensor_rel_diff(
