@@ -282,12 +282,15 @@ def match_layout(jax_out, torch_out):
 # --- running --------------------------------------------------------------------------------
 
 
-def run_fast(tw, order, noise=None, progress=False):
+def run_fast(tw, order, noise=None, progress=False, train_torch=None, train_jax=None):
     """A tutorial's trajectory the fast way: torch one step at a time, JAX each epoch as one
     jitted ``lax.scan`` over indices into arrays already on the device. Returns the per-step
-    losses ``(torch, jax)``."""
-    torch_losses = twins.train_torch(tw, order, progress=progress, noise=noise)
-    jax_losses = twins.train_jax(tw, order, progress=progress, noise=noise)
+    losses ``(torch, jax)``. ``train_torch`` / ``train_jax`` replace a side's runner (default
+    ``twins.train_torch`` / ``twins.train_jax``; a data-parallel runner, say)."""
+    train_torch = train_torch or twins.train_torch
+    train_jax = train_jax or twins.train_jax
+    torch_losses = train_torch(tw, order, progress=progress, noise=noise)
+    jax_losses = train_jax(tw, order, progress=progress, noise=noise)
     return torch_losses, jax_losses
 
 

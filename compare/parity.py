@@ -23,6 +23,8 @@ from compare.twins import (
     max_rel_diff,
     schedule,
     tensor_rel_diff,
+    train_jax,
+    train_torch,
 )
 
 TIER12_ROWS = 5000
@@ -77,7 +79,9 @@ def lockstep(
     if steps is not None:
         order = _first_steps(schedule(twins, twins.hp.num_epochs, seed=seed), steps)
     noise = draw_noise(twins, order, seed=seed)  # the same noise for both sides, step by step
-    torch_losses, jax_losses = engine.run_fast(twins, order, noise=noise, progress=progress)
+    torch_losses, jax_losses = engine.run_fast(
+        twins, order, noise=noise, progress=progress, train_torch=train_torch, train_jax=train_jax
+    )
 
     loss_diff = max_rel_diff(jax_losses, torch_losses)
     param_diff = tensor_rel_diff(
