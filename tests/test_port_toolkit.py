@@ -185,9 +185,7 @@ def run_rnn(model, x, state=None):
     return model(x, state)
 
 
-@pytest.mark.parametrize(
-    "kind, batch_first", [("LSTM", True), ("GRU", False), ("RNN", True)]
-)
+@pytest.mark.parametrize("kind, batch_first", [("LSTM", True), ("GRU", False), ("RNN", True)])
 def test_multi_layer_bidirectional_rnns_give_torchs_outputs_and_states(kind, batch_first):
     torch.manual_seed(0)
     options = dict(num_layers=2, bidirectional=True, batch_first=batch_first)
