@@ -1,7 +1,8 @@
-"""``python -m compare`` (also installed as ``twinnets``): list, run, parity, bench, convert.
+"""``python -m compare`` (also installed as ``twinnets``): list, run, parity, check, bench,
+convert.
 
 Every failure the user can cause ends with one line on stderr and exit status 2; ``parity``
-exits 1 when the two sides disagree beyond the task's tolerance.
+and ``check`` exit 1 when the two sides disagree beyond the tolerance.
 """
 
 import argparse
@@ -127,6 +128,22 @@ def cmd_parity(args):
         if "test_predictions_differ" in result:
             print(f"  {'test predictions differ':<22} {result['test_predictions_differ']}")
     return 0 if result["passed"] else 1
+
+
+def cmd_check(args):
+    from compare import spec
+
+    report = spec.check_spec(
+        args.spec,
+        steps=args.steps,
+        dtype=args.dtype,
+        progress=not args.no_progress and not args.json,
+    )
+    if args.json:
+        print(json.dumps({"spec": str(args.spec), **report.to_json()}))
+    else:
+        print(f"{args.spec}: {report}")
+    return 0 if report.passed else 1
 
 
 def cmd_bench(args):
@@ -265,6 +282,16 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_parity)
+
+    p = verbs.add_parser(
+        "check", help="your own torch model against its Flax port, in lockstep; exit 1 if apart"
+    )
+    p.add_argument("spec", help="a Python file defining the two models, losses, optimizer, data")
+    p.add_argument("--steps", type=int, help="default: one pass over the spec's batches")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_check)
 
     p = verbs.add_parser(
         "bench", help="training speed: torch eager/compile/CUDA graphs, JAX steps/scan, lesson"

@@ -4,6 +4,7 @@ Both sides start from the same weights and train on identical batches in the sam
 loss of every step and the parameters at the end are compared. In float64 any semantic
 difference shows (a misplaced eps is ~1e-7, a wrong momentum convention ~1e-2) while rounding
 stays far below the 1e-9 tolerance; float32 reports the drift the two sides really have.
+The work is done by the lockstep engine (``compare.lockstep``), with the tutorial as the pair.
 """
 
 import dataclasses
@@ -11,9 +12,9 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 import torch
-from flax import nnx
 
 from compare import CompareError, port, registry
+from compare import lockstep as engine
 from compare.twins import (
     DTYPES,
     draw,
@@ -30,6 +31,7 @@ from compare.twins import (
 )
 
 TIER12_ROWS = 5000
+global_rel_diff = engine.global_rel_diff
 
 
 def forward_and_grads(twins, seed=0):
@@ -38,62 +40,18 @@ def forward_and_grads(twins, seed=0):
     consumes noise, drawn in numpy for both); returns the relative differences of the outputs
     and of the gradients."""
     rows = slice(0, TIER12_ROWS)
-    noise, jax_args, torch_args = None, (), ()
+    torch_noise = jax_noise = None
     if twins.task.noise:
         rows = slice(0, twins.hp.batch_size)
         rng = np.random.default_rng([seed, 2])
         noise = {n.name: draw(n, rng, rows.stop, twins.hp) for n in twins.task.noise}
         np_dtype = np.dtype(twins.dtype)
         noise = {k: v.astype(np_dtype) if v.dtype.kind == "f" else v for k, v in noise.items()}
-        jax_args = ({k: jnp.asarray(v) for k, v in noise.items()},)
-        torch_args = ({k: torch.from_numpy(v) for k, v in noise.items()},)
-    jx, jy = twins.jax_arrays["x"][rows], twins.jax_arrays["y"][rows]
-    tx, ty = twins.torch_arrays["x"][rows], twins.torch_arrays["y"][rows]
-    jax_model, torch_model = twins.jax_model, twins.torch_model
-    jax_module, torch_module = twins.jax_module, twins.torch_module
-
-    if noise is None and callable(torch_model) and not isinstance(torch_model, torch.nn.ModuleDict):
-        with torch.no_grad():
-            torch_out = _output(torch_model(tx)).numpy()
-        jax_out = np.asarray(_output(jax_model(jx)))
-    else:  # a dict of nets (optimizers), a generative model: compare their (summed) loss
-        torch_out = np.asarray(torch_module.loss_fn(torch_model, tx, ty, *torch_args).item())
-        jax_out = np.asarray(jax_module.loss_fn(jax_model, jx, jy, *jax_args))
-    forward = tensor_rel_diff({"out": jax_out}, {"out": torch_out})
-
-    loss = torch_module.loss_fn(torch_model, tx, ty, *torch_args)
-    torch_model.zero_grad(set_to_none=True)
-    loss.backward()
-    torch_grads = {k: p.grad.numpy().copy() for k, p in torch_model.named_parameters()}
-    torch_model.zero_grad(set_to_none=True)
-    jax_grads = port.grads_from_nnx(
-        jax_model, nnx.grad(jax_module.loss_fn)(jax_model, jx, jy, *jax_args)
-    )
-    if sorted(jax_grads) != sorted(torch_grads):
-        raise AssertionError(f"gradient keys differ: {sorted(jax_grads)} vs {sorted(torch_grads)}")
-
-    # Train-mode passes move BatchNorm's running statistics: put both models back.
-    torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in twins.initial.items()})
-    port.to_nnx(jax_model, twins.initial)
-    return forward, global_rel_diff(jax_grads, torch_grads)
-
-
-def _output(out):
-    """A model's output; one returning ``(output, state)`` (rnn-sincos) is compared on it."""
-    return out[0] if isinstance(out, tuple) else out
-
-
-def global_rel_diff(a, b):
-    """max |a - b| over all tensors / max |b| over all tensors.
-
-    For gradients: a Linear bias feeding a BatchNorm has a gradient that is zero in exact
-    arithmetic, so its own scale is rounding noise; the whole gradient's scale is not.
-    """
-    if not all(np.all(np.isfinite(a[k])) and np.all(np.isfinite(b[k])) for k in b):
-        return float("inf")
-    worst = max(float(np.max(np.abs(np.asarray(a[k]) - np.asarray(b[k])))) for k in b)
-    scale = max(float(np.max(np.abs(np.asarray(b[k])))) for k in b)
-    return worst / max(scale, np.finfo(np.float64).tiny)
+        jax_noise = {k: jnp.asarray(v) for k, v in noise.items()}
+        torch_noise = {k: torch.from_numpy(v) for k, v in noise.items()}
+    torch_inputs = (twins.torch_arrays["x"][rows], twins.torch_arrays["y"][rows], torch_noise)
+    jax_inputs = (twins.jax_arrays["x"][rows], twins.jax_arrays["y"][rows], jax_noise)
+    return engine.probe(engine.tutorial_pair(twins), torch_inputs, jax_inputs)
 
 
 def lockstep(
@@ -124,8 +82,9 @@ def lockstep(
     if steps is not None:
         order = _first_steps(schedule(twins, twins.hp.num_epochs, seed=seed), steps)
     noise = draw_noise(twins, order, seed=seed)  # the same noise for both sides, step by step
-    torch_losses = train_torch(twins, order, progress=progress, noise=noise)
-    jax_losses = train_jax(twins, order, progress=progress, noise=noise)
+    torch_losses, jax_losses = engine.run_fast(
+        twins, order, noise=noise, progress=progress, train_torch=train_torch, train_jax=train_jax
+    )
 
     loss_diff = max_rel_diff(jax_losses, torch_losses)
     param_diff = tensor_rel_diff(

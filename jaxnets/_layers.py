@@ -145,3 +145,108 @@ def binary_cross_entropy(p, y, reduction="mean"):
     """``F.binary_cross_entropy(p, y)``: p in [0, 1] (a sigmoid's output), y the same shape."""
     losses = _bce(p, y)
     return losses.sum() if reduction == "sum" else losses.mean()
+
+
+class GRUCell(nnx.GRUCell):
+    """``torch.nn.GRU``'s cell: gates r, z, n in torch's order and both biases, so that
+    ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`` holds torch's ``b_hn`` inside the reset
+    gate. ``nnx.GRUCell`` has no bias on its hidden matmul: ``b_hr`` and ``b_hz`` would fold
+    into the input biases (and train apart, as the LSTM's), ``b_hn`` cannot go anywhere."""
+
+    def __init__(self, in_features, hidden_features, *, rngs: nnx.Rngs):
+        super().__init__(in_features, hidden_features, rngs=rngs)
+        # torch's bias_hh (b_hr, b_hz, b_hn); the inherited dense_i already holds bias_ih.
+        # nnx.GRUCell's __call__ adds dense_h(h) per gate, and r * hh_n, so b_hn lands inside.
+        self.dense_h = nnx.Linear(
+            hidden_features,
+            3 * hidden_features,
+            kernel_init=nnx.initializers.orthogonal(),
+            rngs=rngs,
+        )
+
+    def initialize_carry(self, input_shape, rngs=None, carry_init=None):
+        return _zeros_state(self, input_shape)  # torch's None, in the weights' dtype
+
+
+class RecurrentStack(nnx.Module):
+    """``torch.nn.LSTM`` / ``GRU`` / ``RNN`` with ``num_layers`` and ``bidirectional``: a stack
+    of ``nnx.RNN`` layers over a torch-exact cell, ``layers[k]`` reading forward and, when
+    bidirectional, ``reverse[k]`` reading backward; each layer after the first reads the
+    concatenated outputs of both directions, as torch's does. Returns what torch returns:
+    ``(output, h_n)``, for the LSTM ``(output, (h_n, c_n))``, ``h_n`` of shape
+    ``(num_layers * num_directions, batch, hidden_size)``. Subclasses name the cell."""
+
+    cell_type = None  # the torch-exact cell of the subclass
+
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        *,
+        batch_first=False,
+        bidirectional=False,
+        rngs: nnx.Rngs,
+    ):
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.batch_first, self.bidirectional = batch_first, bidirectional
+        directions = 2 if bidirectional else 1
+        sizes = [input_size] + [directions * hidden_size] * (num_layers - 1)
+
+        def rnn(size, reverse):
+            cell = self.cell_type(size, hidden_size, rngs=rngs)
+            return nnx.RNN(
+                cell,
+                time_major=not batch_first,
+                return_carry=True,
+                reverse=reverse,
+                keep_order=True,
+            )
+
+        self.layers = nnx.List([rnn(size, False) for size in sizes])
+        self.reverse = nnx.List([rnn(size, True) for size in sizes] if bidirectional else [])
+
+    def _carry(self, state, index):
+        # torch's (num_layers * directions, batch, H) state -> the cell's carry for one layer
+        if state is None:
+            return None
+        if isinstance(state, tuple):  # LSTM (h_0, c_0) -> Flax's (c, h)
+            h, c = state
+            return c[index], h[index]
+        return state[index]
+
+    def __call__(self, x, state=None):
+        directions = 2 if self.bidirectional else 1
+        finals = []  # per layer and direction: the final carry
+        for k in range(self.num_layers):
+            outputs = []
+            runs = [self.layers[k]] + ([self.reverse[k]] if self.bidirectional else [])
+            for d, rnn in enumerate(runs):
+                carry, out = rnn(x, initial_carry=self._carry(state, k * directions + d))
+                finals.append(carry)
+                outputs.append(out)
+            x = jnp.concatenate(outputs, axis=-1)  # (..., directions * hidden_size)
+        if isinstance(finals[0], tuple):  # LSTM: (c, h) carries -> torch's (h_n, c_n)
+            h_n = jnp.stack([h for _, h in finals])
+            c_n = jnp.stack([c for c, _ in finals])
+            return x, (h_n, c_n)
+        return x, jnp.stack(finals)
+
+
+class LSTM(RecurrentStack):
+    """``torch.nn.LSTM(input_size, hidden_size, num_layers, batch_first, bidirectional)``."""
+
+    cell_type = LSTMCell
+
+
+class GRU(RecurrentStack):
+    """``torch.nn.GRU(input_size, hidden_size, num_layers, batch_first, bidirectional)``."""
+
+    cell_type = GRUCell
+
+
+class RNN(RecurrentStack):
+    """``torch.nn.RNN`` (tanh) ``(input_size, hidden_size, num_layers, batch_first,
+    bidirectional)``."""
+
+    cell_type = RNNCell
