@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from flax import nnx
 
-from compare import CompareError, port, registry
+from compare import CompareError, equivalences, port, registry
 from compare.twins import (
     draw,
     draw_noise,
@@ -20,6 +20,7 @@ from compare.twins import (
     generate,
     make_twins,
     max_rel_diff,
+    noise_note,
     schedule,
     tensor_rel_diff,
     train_jax,
@@ -147,6 +148,8 @@ def lockstep(
             "torch": np.asarray(torch_losses[-1]).tolist(),
         },
     }
+    if task.noise:  # the noise (z, eps, dropout masks) both sides consumed, and whose it was
+        result["noise"] = noise_note(task, "drawn once in numpy, fed to both sides")
     fixed = fixed_noise(twins, seed=seed)
     if fixed is not None:  # eval mode (BatchNorm's running statistics): the same digits
         result["samples_max_rel_diff"] = tensor_rel_diff(
@@ -154,6 +157,13 @@ def lockstep(
             {"samples": generate(twins, "torch", fixed)},
         )
         result["passed"] = bool(result["passed"] and result["samples_max_rel_diff"] <= tolerance)
+    if dtype == "float64" and equivalences.defined(
+        twins.jax_module, twins.torch_module
+    ):  # float64 checks: not in float32
+        table = equivalences.table(twins.jax_module, twins.torch_module)
+        result["equivalences_max_rel_diff"] = table["max_rel_diff"]
+        result["equivalences_passed"] = table["passed"]
+        result["passed"] = bool(result["passed"] and table["passed"])
     if "x_test" in twins.arrays:
         tested = {side: evaluate_side(twins, side) for side in ("torch", "jax")}
         predicted = {side: tested[side]["predictions"] for side in tested}
