@@ -345,6 +345,7 @@ TASKS = {
         picture="digits",
         quick_epochs=1,
         tolerance={"float64": 1e-9, "float32": 1e-3},
+        tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py (slow)
         parity_epochs=1,
     ),
     "mnist-mlp-bn": Task(
@@ -357,6 +358,7 @@ TASKS = {
         picture="digits",
         quick_epochs=1,
         tolerance={"float64": 1e-9, "float32": 3e-3},
+        tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py (slow)
         parity_epochs=1,
     ),
     "mnist-cnn": Task(
@@ -369,6 +371,7 @@ TASKS = {
         picture="digits",
         quick_epochs=1,
         tolerance={"float64": 1e-9, "float32": 1.5e-3},
+        tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py (slow)
         parity_epochs=1,
     ),
     "mnist-resnet": Task(
@@ -381,6 +384,7 @@ TASKS = {
         picture="digits",
         quick_epochs=1,
         tolerance={"float64": 1e-9, "float32": 3e-2},
+        tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py (slow)
         parity_epochs=1,
     ),
     "mnist-lstm": Task(
@@ -397,6 +401,7 @@ TASKS = {
         # torch float32 against torch float64 likewise), float64 grows from 1e-16 to 4.5e-11.
         # So float32 is bounded over the first 30 steps (7.5e-4 measured, docs/PARITY.md).
         tolerance={"float64": 1e-9, "float32": 1.5e-3},
+        tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py (slow)
         float32_steps=30,
     ),
     "rnn-sincos": Task(
@@ -433,6 +438,7 @@ TASKS = {
         picture="forecast",
         quick_epochs=1,
         tolerance={"float64": 1e-9, "float32": 1.5e-3},
+        tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py (slow)
         parity_epochs=1,
         shuffle=False,
     ),
@@ -446,6 +452,7 @@ TASKS = {
         picture="reconstructions",
         quick_epochs=1,
         tolerance={"float64": 1e-9, "float32": 3e-1},
+        tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py (slow)
         parity_epochs=2,  # 80 steps of 128 on the shipped 5,000 images
         noise=(Noise("eps", ("z_dim",)),),
     ),

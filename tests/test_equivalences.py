@@ -159,3 +159,34 @@ def test_plausible_cross_entropy_ports_are_caught(name, wrong):
     assert one_row("loss", name, jax_side.LOSSES[name])["passed"]
     row = one_row("loss", name, wrong)
     assert not row["passed"] and max(row["value_max_rel_diff"], row["grad_max_rel_diff"]) > 1e-3
+
+
+def test_torch_default_init_draws_torchs_distributions_with_jax_numbers():
+    """Tier 4's independent JAX start: every Linear, Conv and LSTM of a Flax model re-drawn
+    from torch's default distributions (not torch's numbers): the same bounds and shape."""
+    from flax import nnx
+
+    layer = jax_side.torch_default_init(nnx.Linear(256, 512, rngs=nnx.Rngs(0)), jax.random.key(3))
+    torch.manual_seed(3)
+    reference = torch.nn.Linear(256, 512)
+    for name, param in (("weight", "kernel"), ("bias", "bias")):
+        row = equivalences.compare_draws(
+            name,
+            "Linear",
+            getattr(reference, name).detach().numpy(),
+            getattr(layer, param).get_value(),
+            "uniform",
+            1 / 16 / math.sqrt(3),
+            1 / 16,
+        )
+        assert row["passed"], row
+    task = registry.TASKS["mnist-lstm"]
+    lstm = task.modules()[0].new_model(task.hp, nnx.Rngs(0))
+    before = lstm.out.kernel.get_value().copy()
+    jax_side.torch_default_init(lstm, jax.random.key(0))
+    kernel = lstm.rnn.cell.dense_h.kernel.get_value()
+    assert abs(kernel).max() <= 1 / 8 and abs(kernel.std() * math.sqrt(3) * 8 - 1) < 0.05
+    assert (
+        abs(lstm.out.kernel.get_value()).max() <= 1 / 8
+        and (before != lstm.out.kernel.get_value()).all()
+    )
