@@ -143,6 +143,12 @@ def cmd_parity(args):
         ):
             print(f"  {key:<22} {result[key]:.3e}")
         print(f"  {'tolerance':<22} {result['tolerance']:.1e}")
+        bound = result["bound"]
+        if bound["kind"] == "sensitivity":
+            print(
+                f"  {'':<22} = {bound['factor']:g} x self-divergence "
+                f"{bound['self_divergence']:.2e} (chaotic trajectory; floor {bound['floor']:.0e})"
+            )
         if "samples_max_rel_diff" in result:
             print(f"  {'samples_max_rel_diff':<22} {result['samples_max_rel_diff']:.3e}")
         if "test_predictions_differ" in result:

@@ -14,6 +14,8 @@ import pytest
 
 from compare import bench, registry
 
+# one pytest-xdist worker for the module: its fixture's bench runs once, not once per worker
+pytestmark = pytest.mark.xdist_group("bench")
 ROOT = Path(__file__).resolve().parents[1]
 ROW_FIELDS = {
     "status",

@@ -66,6 +66,7 @@ def test_parity_json_and_exit_status(cli):
         "passed",
     } <= set(result)
     assert result["steps"] == 100 and result["loss_max_rel_diff"] <= 1e-9
+    assert result["bound"]["kind"] == "fixed" and result["bound"]["tolerance"] == 1e-9
 
 
 def test_parity_fails_with_exit_one_when_the_sides_disagree(cli, monkeypatch):
