@@ -176,7 +176,8 @@ class HousingHP:
     # (test loss above the plain net's), 10 % shows the lesson's effect. --set dropout=0.2
     dropout: float = 0.1
     num_epochs: int = 200
-    batch_size: int | None = 32
+    # 27 divides the 405 training rows: every step a full batch (and one compiled JAX step)
+    batch_size: int | None = 27
 
 
 @dataclass(frozen=True)
@@ -515,13 +516,13 @@ TASKS = {
         metric="loss",
         picture="regularization_curves",
         quick_epochs=2,
-        # float32: 2.3e-4 (loss), 5.9e-3 (parameters, the batchnorm variant's) measured over
-        # the 52 steps; optax's float32 Adam steps part from torch's by ~1e-5 at first
-        # (docs/PARITY.md), and normalising amplifies that in the BatchNorm variant
-        tolerance={"float64": 1e-9, "float32": 1.2e-2},
+        # float32: 2.6e-5 (loss) measured over the 60 steps: optax's float32 Adam steps part
+        # from torch's by ~1e-5 at first (docs/PARITY.md). Other seeds cross a ReLU's kink at
+        # different steps on the two sides and part by up to 5e-2 (--seed 2)
+        tolerance={"float64": 1e-9, "float32": 5e-5},
         loss_names=("plain", "L2", "dropout", "batchnorm"),
         tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py
-        parity_epochs=4,  # 52 steps of 32
+        parity_epochs=4,  # 60 steps of 27
         # the dropout variant's masks after layer1 and layer2: numpy's in lockstep
         noise=(
             Noise("layer1", ("n_hidden_1",), "mask", p="dropout"),

@@ -7,7 +7,7 @@ Linear(16, 32), ``layer3`` Linear(32, 1), each in a ``Sequential``, ReLU after t
 side by side on the same mini-batches: ``plain``; ``L2``, torch's coupled ``weight_decay`` as
 optax's ``add_decayed_weights`` chained before Adam; ``dropout``, an ``nnx.Dropout`` after
 ``layer1`` and after ``layer2``; ``batchnorm``, a BatchNorm in ``layer1`` and ``layer2``
-(torch's running statistics: ``jaxnets._layers.BatchNorm``). MSE, Adam lr 0.01, batch 32,
+(torch's running statistics: ``jaxnets._layers.BatchNorm``). MSE, Adam lr 0.01, batch 27,
 200 epochs: the lesson's code is lost; these are this project's choice.
 """
 

@@ -90,7 +90,7 @@ def test_lockstep_feeds_both_sides_the_masks_and_sees_other_masks():
     twins = make_twins(TASK, dtype="float64")
     order = [schedule(twins, 1)[0][:3]]
     noise = draw_noise(twins, order)
-    assert noise[0][0]["layer1"].shape == (32, 16) and noise[0][0]["layer2"].shape == (32, 32)
+    assert noise[0][0]["layer1"].shape == (27, 16) and noise[0][0]["layer2"].shape == (27, 32)
     want = train_torch(twins, order, noise=noise)
     other = [
         [{k: np.roll(v, 1, axis=0) for k, v in step.items()} for step in epoch] for epoch in noise

@@ -8,7 +8,7 @@ from the same weights and train side by side on the same mini-batches: ``plain``
 torch's ``weight_decay`` (the chapter's lambda: L2 added to the gradient); ``dropout``, an
 ``nn.Dropout`` after ``layer1`` and after ``layer2`` (the lesson's "two dropouts");
 ``batchnorm``, a ``BatchNorm1d`` in ``layer1`` and ``layer2`` before the ReLU, as ch. 5.3.3
-places it. MSE, Adam lr 0.01, batch 32, 200 epochs: the lesson's code is lost, so its
+places it. MSE, Adam lr 0.01, batch 27, 200 epochs: the lesson's code is lost, so its
 optimizer and schedule are not known; these are this project's choice (compare/registry.py).
 """
 
