@@ -97,7 +97,10 @@ def make_twins(task, dtype="float32", seed=0, init_from=None, hp=None, data_dir=
         hp = dataclasses.replace(hp, steps_per_epoch=math.ceil(len(arrays["x"]) / hp.batch_size))
 
     torch.manual_seed(seed)
-    torch_model = torch_module.new_model(hp)
+    try:
+        torch_model = torch_module.new_model(hp)
+    except ValueError as err:  # a hyperparameter the layers refuse (--set dropout=1.5)
+        raise CompareError(f"{task.name}: {err}") from None
     if init_from is not None:
         state = port.read_state_dict(init_from)
         port.load_into_torch(torch_model, state, source=str(init_from))
@@ -162,8 +165,10 @@ def draw(noise, rng, n, hp):
     if noise.kind == "labels":
         return rng.integers(0, noise.num_classes(hp), size=shape)
     if noise.kind == "mask":
-        keep = 1.0 - noise.drop_probability(hp)
-        return (rng.random(shape) < keep) / keep
+        p = noise.drop_probability(hp)
+        if not 0 <= p < 1:
+            raise CompareError(f"a dropout probability of {p} cannot be fed: it must be in [0, 1)")
+        return (rng.random(shape) < 1 - p) / (1 - p)
     raise ValueError(f"unknown kind of noise {noise.kind!r}")
 
 

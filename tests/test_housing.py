@@ -176,3 +176,16 @@ def test_the_housing_dataset_can_be_named_by_another_task(name):
     training) names it and gets the same arrays."""
     assert registry.TASKS[name].dataset == "housing"
     np.testing.assert_array_equal(data.DATASETS["housing"]()["x"], data.load(name)["x"])
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("1.5", "housing-regularization: dropout probability has to be between 0 and 1"),
+        ("1", "a dropout probability of 1.0 cannot be fed"),  # torch's all-zero dropout
+    ],
+)
+def test_a_dropout_probability_that_cannot_be_used_gets_one_line(cli, value, message):
+    code, out, err = cli("parity", "housing-regularization", "--set", f"dropout={value}")
+    assert code == 2 and out == "" and err.startswith(f"error: {message}"), err
+    assert len(err.strip().splitlines()) == 1
