@@ -81,9 +81,36 @@ def cmd_run(args):
         for sentence in result.get("tags", {}).get("torch", {}):
             tags = {side: " ".join(result["tags"][side][sentence]) for side in ("torch", "jax")}
             print(f"  {sentence!r}: torch {tags['torch']}, jax {tags['jax']}")
+        if "numpy_by_hand" in result:
+            _print_by_hand(result["numpy_by_hand"])
+        if "equivalences" in result:
+            from compare import equivalences
+
+            table = result["equivalences"]
+            verdict = "all equal" if table["passed"] else "NOT ALL EQUAL"
+            print(f"  equivalences, torch and JAX ({table['dtype']}): {verdict}")
+            print("\n".join(equivalences.lines(table)))
+        if "noise" in result:
+            print(f"  noise: {result['noise']}")
         diff = result["loss_max_abs_diff"]
         print(f"  largest loss difference {diff:.3g}; wrote {result['out_dir']}/")
     return 0
+
+
+def _print_by_hand(by_hand):
+    """The lesson's numpy version against torch in float64, and why each part differs."""
+    vs = by_hand["vs_torch_float64"]
+    print(f"  numpy by hand: final loss {json.dumps(by_hand['final_loss'])}")
+    loss, params = vs["loss_max_rel_diff"], vs["param_max_rel_diff"]
+    if not isinstance(loss, dict):
+        loss, params = {"": loss}, {"": params}
+    notes = by_hand.get("notes", {})
+    for name in loss:
+        label = f"{name}: " if name else ""
+        print(
+            f"    {label}vs torch (float64): losses {loss[name]:.1e}, parameters "
+            f"{params[name]:.1e}" + (f"; {notes[name]}" if name in notes else "")
+        )
 
 
 def cmd_parity(args):
@@ -127,6 +154,10 @@ def cmd_parity(args):
             print(f"  {'samples_max_rel_diff':<22} {result['samples_max_rel_diff']:.3e}")
         if "test_predictions_differ" in result:
             print(f"  {'test predictions differ':<22} {result['test_predictions_differ']}")
+        if "equivalences_max_rel_diff" in result:
+            print(f"  {'equivalences':<22} {result['equivalences_max_rel_diff']:.3e}")
+        if "noise" in result:
+            print(f"  noise: {result['noise']}")
     return 0 if result["passed"] else 1
 
 

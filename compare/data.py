@@ -16,6 +16,11 @@ from compare import CompareError, registry
 
 SHIPPED_MNIST = Path(__file__).parent / "datasets" / "mnist"
 SHIPPED_CO2 = Path(__file__).parent / "datasets" / "co2" / "co2_weekly.csv"
+SHIPPED_HOUSING = Path(__file__).parent / "datasets" / "housing" / "boston_housing.csv"
+HOUSING_COLUMNS = (
+    "CRIM", "ZN", "INDUS", "CHAS", "NOX", "RM", "AGE", "DIS", "RAD", "TAX", "PTRATIO", "B",
+    "LSTAT", "MEDV",
+)  # fmt: skip
 MNIST_FILES = {  # the four standard IDX files of the full set, each also read gzip-compressed
     "x": "train-images-idx3-ubyte",
     "y": "train-labels-idx1-ubyte",
@@ -261,6 +266,48 @@ def co2_windows(seed=0, window=30, test_fraction=0.2):
     }
 
 
+def housing(seed=0, test_fraction=0.2, standardize_target=True):
+    """Lesson G's house prices (the shipped Boston data, ``compare/datasets/housing/``).
+
+    The B column is dropped: it encodes the proportion of Black residents of a town, a racial
+    variable widely considered unfit for use, and nothing in the lesson needs it; 12 features
+    remain (the lesson's ``Net1`` reads 13). A seeded split (``test_fraction`` of the rows for
+    testing); every feature standardised with the training split's mean and standard
+    deviation, and the target too unless ``standardize_target=False`` (then it stays in k$).
+    ``x`` ``(405, 12)``, ``y`` ``(405, 1)``, ``x_test`` ``(101, 12)``, ``y_test`` ``(101, 1)``.
+    """
+    try:
+        table = np.loadtxt(SHIPPED_HOUSING, delimiter=",", ndmin=2)
+    except (OSError, ValueError) as err:
+        raise CompareError(f"{SHIPPED_HOUSING}: cannot be read ({err})") from None
+    if table.shape != (506, len(HOUSING_COLUMNS)) or not np.all(np.isfinite(table)):
+        raise CompareError(f"{SHIPPED_HOUSING}: expected 506 rows of 14 finite numbers")
+    x = np.delete(table[:, :-1], HOUSING_COLUMNS.index("B"), axis=1)  # (506, 12)
+    y = table[:, -1:]  # (506, 1) MEDV, k$
+    perm = np.random.default_rng(seed).permutation(len(x))
+    n_test = int(round(len(x) * test_fraction))
+    test, train = perm[:n_test], perm[n_test:]
+    # the training split's statistics only: the test rows must not leak into them
+    x = (x - x[train].mean(axis=0)) / x[train].std(axis=0)
+    if standardize_target:
+        y = (y - y[train].mean()) / y[train].std()
+    return {"x": x[train], "y": y[train], "x_test": x[test], "y_test": y[test]}
+
+
+def three_clouds(seed=0, per_class=100, unlabelled=0.1):
+    """Three normal clouds in the plane (unit variance, centres 2.5 apart from the origin at
+    0, 120 and 240 degrees), labelled 0, 1, 2; a seeded ``unlabelled`` fraction of the labels
+    is ``IGNORE_INDEX`` (points without a label: cross-entropy's default ``ignore_index``
+    skips them). ``x`` ``(300, 2)``, ``y`` ``(300,)`` int64."""
+    rng = np.random.default_rng(seed)
+    angles = np.deg2rad([0.0, 120.0, 240.0])
+    centres = 2.5 * np.stack([np.cos(angles), np.sin(angles)], axis=1)  # (3, 2)
+    y = np.repeat(np.arange(3), per_class)
+    x = centres[y] + rng.standard_normal((len(y), 2))
+    y[rng.random(len(y)) < unlabelled] = IGNORE_INDEX
+    return {"x": x, "y": y.astype(np.int64)}
+
+
 def mnist_train(**kwargs):
     """``mnist(**kwargs)`` without its test split: the generative lessons train on the training
     images alone (and CGAN on their labels), and have nothing to score on a test set."""
@@ -288,6 +335,9 @@ DATASETS = {
     "sin-to-cos": sin_to_cos,
     "tagged-sentences": tagged_sentences,
     "co2-weekly": co2_windows,
+    # Lesson G: B dropped, features and target standardised with the training split's statistics
+    "housing": housing,
+    "three-clouds": three_clouds,
     # Lesson F, training images only: the VAE's ToTensor() pixels in [0, 1] (its BCE targets),
     # the GANs' Normalize([0.5], [0.5]) in [-1, 1] (tanh's range), flat or NCHW for DCGAN
     "mnist-pixels": functools.partial(mnist_train, normalize=None, flatten=True),

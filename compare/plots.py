@@ -28,6 +28,8 @@ class Picture:
     predictions: dict | None = None  # side -> predicted labels of the whole test set
     samples: dict | None = None  # side -> per epoch, (n, 28, 28) digits from the fixed noise
     reconstructions: dict | None = None  # "original", "torch", "jax" -> (n, 28, 28)
+    by_hand: dict | None = None  # the lesson's numpy version: "losses" (steps[, k]), ...
+    equivalences: dict | None = None  # compare.equivalences.table: "curves", "rows"
 
 
 def _grid(images, rows):
@@ -163,6 +165,83 @@ def optimizer_curves(pic, path):
         ax.set_ylim(0, 0.2)
         ax.legend()
     axes[0].set_ylabel("training loss")
+    _save(fig, path)
+
+
+def regularization_curves(pic, path):
+    """Lesson G's figure: each variant's training loss (the mean of its epoch's steps, in
+    training mode: dropout on) and test loss (eval mode) per epoch, one panel per side."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, side in zip(axes, SIDES, strict=True):
+        history = pic.metrics[side]["per_epoch"]
+        epochs = [h["epoch"] for h in history]
+        for i, name in enumerate(pic.loss_names):
+            train = [h["train_loss"][name] for h in history]
+            test = [h["test_loss"][name] for h in history]
+            ax.plot(epochs, train, color=colors[i], ls=":", lw=1.2, label=f"{name} train")
+            ax.plot(epochs, test, color=colors[i], lw=1.8, label=f"{name} test")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{side}: training (dotted) and test (solid) loss")
+        ax.legend(ncol=2, fontsize=8)
+    axes[0].set_ylabel("MSE (standardised target)")
+    _save(fig, path)
+
+
+def optimizer_race(pic, path, window=20):
+    """Lesson G's optimizers on one plot: each optimizer's loss (a running mean over
+    ``window`` steps), torch solid, JAX dashed, the chapter's numpy pseudo-code dotted."""
+    fig, ax = plt.subplots(figsize=(9, 5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    runs = {side: np.asarray(pic.losses[side]) for side in SIDES}
+    if pic.by_hand is not None:
+        runs["numpy"] = np.asarray(pic.by_hand["losses"])
+    style = {**STYLE, "numpy": {"ls": ":", "lw": 2.0}}
+    kernel = np.ones(window) / window
+    for side, losses in runs.items():
+        for i, name in enumerate(pic.loss_names):
+            smooth = np.convolve(losses[:, i], kernel, mode="valid")
+            label = name if side == "torch" else None
+            ax.plot(
+                np.arange(window, len(losses) + 1),
+                smooth,
+                color=colors[i],
+                label=label,
+                **style[side],
+            )
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"training loss (mean of {window} steps)")
+    ax.set_title(f"{pic.task}: torch (solid), JAX (dashed), the chapter's numpy (dotted)")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def activations(pic, path):
+    """Lesson G's table of activation functions as a picture: each function and its
+    derivative, torch solid, JAX dashed (softmax: its first output on (x, 0))."""
+    curves = pic.equivalences["curves"]
+    fig, axes = plt.subplots(2, len(curves), figsize=(3.2 * len(curves), 6), sharex=True)
+    for column, (name, curve) in enumerate(curves.items()):
+        for row, suffix in enumerate(("", "_grad")):
+            ax = axes[row, column]
+            for side in SIDES:
+                ax.plot(
+                    curve["x"], curve[side + suffix], color=COLORS[side], label=side, **STYLE[side]
+                )
+            ax.axhline(0, color="0.8", lw=0.5)
+            ax.set_title(name if row == 0 else f"{name}'", fontsize=10)
+        axes[1, column].set_xlabel("x")
+    axes[0, 0].legend(fontsize=8)
+    rows = pic.equivalences["rows"]
+    failed = [r["name"] for r in rows if not r["passed"]]
+    verdict = f"{len(rows)} rows, all equal" if not failed else f"differ: {', '.join(failed)}"
+    fig.suptitle(
+        f"{pic.task}: activations (top) and derivatives (bottom); the table: {verdict}, "
+        f"largest difference {pic.equivalences['max_rel_diff']:.1e}",
+        fontsize=9,
+    )
     _save(fig, path)
 
 

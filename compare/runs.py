@@ -4,6 +4,7 @@ Outputs go to a hidden sibling directory first and move into ``--out`` only when
 succeeded, ``metrics.json`` last: a failed run leaves nothing that looks like a result.
 """
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from compare import CompareError, data, plots, port, registry
+from compare import CompareError, data, equivalences, plots, port, registry
 from compare.twins import (
     accuracy,
     cast,
@@ -23,6 +24,8 @@ from compare.twins import (
     fixed_noise,
     generate,
     make_twins,
+    max_rel_diff,
+    noise_note,
     on_side,
     schedule,
     tensor_rel_diff,
@@ -126,12 +129,18 @@ def run(
                 samples[side].append(generate(twins, side, fixed))
             if "x_test" in twins.arrays:
                 tested = evaluate_side(twins, side)
-                history[side].append({"epoch": number + 1, "test_loss": tested["loss"]})
+                history[side].append(
+                    {
+                        "epoch": number + 1,
+                        "train_loss": _named(task, np.mean(chunks[-1], axis=0)),  # the steps'
+                        "test_loss": tested["loss"],
+                    }
+                )
                 if "accuracy" in tested:
                     history[side][-1]["test_accuracy"] = tested["accuracy"]
                     bar.set_postfix(test_accuracy=f"{100 * tested['accuracy']:.2f} %")
                 else:
-                    bar.set_postfix(test_loss=f"{tested['loss']:.3g}")
+                    bar.set_postfix(test_loss=_short(tested["loss"]))
             bar.update()
         bar.close()
         losses[side] = np.concatenate(chunks)
@@ -169,6 +178,10 @@ def run(
         "versions": {"jax": jax.__version__, "torch": torch.__version__},
         "device": {"jax": str(jax.devices()[0]), "torch": "cpu"},
     }
+    if task.noise:
+        result["noise"] = noise_note(
+            task, "each side draws its own (torch's generator; the JAX model's nnx.Rngs)"
+        )
     if epoch_seconds:
         for side in ("torch", "jax"):
             result[side]["epoch_seconds"] = epoch_seconds[side]
@@ -189,11 +202,17 @@ def run(
             result[side]["metrics"]["params"] = params
     if task.dataset == "tagged-sentences":  # the lesson prints the tags it finds
         result["tags"] = _tags(predict)
-    if task.name == "autograd-fit":  # lesson C's third implementation joins the comparison
-        by_hand = _by_hand(twins, len(losses["torch"]))
-        result["numpy_by_hand"] = by_hand
-        w, b = np.array(by_hand["w"]), np.array(by_hand["b"])
-        predict["numpy by hand"] = lambda x: np.power(x, 2) * w + b
+    by_hand = None
+    if hasattr(twins.torch_module, "numpy_by_hand"):  # the lesson's numpy joins the comparison
+        by_hand = _by_hand(twins, order)
+        predict["numpy by hand"] = by_hand.pop("predict")
+        result["numpy_by_hand"] = {k: v for k, v in by_hand.items() if k != "losses"}
+    table = None
+    if equivalences.defined(
+        twins.jax_module, twins.torch_module
+    ):  # the lesson's functions, torch's and JAX's, compared
+        table = equivalences.table(twins.jax_module, twins.torch_module)
+        result["equivalences"] = {k: v for k, v in table.items() if k != "curves"}
 
     picture = plots.Picture(
         task.name,
@@ -205,6 +224,8 @@ def run(
         predictions={side: t["predictions"] for side, t in tested.items()},
         samples=samples if fixed is not None else None,
         reconstructions=_reconstructions(twins, fixed),
+        by_hand=by_hand,
+        equivalences=table,
     )
     result["out_dir"] = str(out_dir)
     _write(out_dir, result, picture, task.picture)
@@ -226,21 +247,75 @@ def _reconstructions(twins, fixed, count=50):
     return out
 
 
-def _by_hand(twins, num_steps):
-    """Lesson C's numpy descent from the same initial w, b (float64)."""
-    w, b, losses = twins.torch_module.fit_by_hand(
-        twins.initial["w"],
-        twins.initial["b"],
-        twins.arrays["x"],
-        twins.arrays["y"],
-        twins.hp.lr,
-        num_steps,
+def _by_hand(twins, order):
+    """The lesson's numpy version (a tutorial's ``numpy_by_hand`` hook), float64, from the
+    common initial weights over the same batches, measured against torch in float64 (the
+    float32 run's rounding would hide differences of 1e-7): every step's loss and the final
+    parameters, per net where the model holds several (``task.loss_names``).
+
+    ``numpy_by_hand(initial, arrays, hp, order)`` returns ``{"losses": (steps[, k]),
+    "state": a state dict with torch's names}`` and may add ``"notes"``: one line per net on
+    why it differs from torch."""
+    initial = {k: v.astype(np.float64) for k, v in twins.initial.items()}
+    hand = twins.torch_module.numpy_by_hand(initial, twins.arrays, twins.hp, order)
+    model = port.load_into_torch(twins.torch_module.new_model(twins.hp).double(), initial)
+    reference = dataclasses.replace(
+        twins,
+        dtype="float64",
+        torch_model=model,
+        torch_optimizer=twins.torch_module.new_optimizer(model, twins.hp),
+        torch_arrays={k: torch.from_numpy(cast(v, np.float64)) for k, v in twins.arrays.items()},
     )
-    return {
-        "w": w.reshape(-1).tolist(),
-        "b": b.reshape(-1).tolist(),
-        "final_loss": float(losses[-1]),
+    torch_losses = train_torch(reference, order)
+    torch_state = port.torch_state_dict(model)
+    hand_losses = np.asarray(hand["losses"], np.float64)
+    names = twins.task.loss_names or (None,)
+    columns = hand_losses.reshape(len(hand_losses), -1).T
+    torch_columns = torch_losses.reshape(len(torch_losses), -1).T
+    loss_diff, param_diff = {}, {}
+    for name, mine, theirs in zip(names, columns, torch_columns, strict=True):
+        keys = [k for k in torch_state if name is None or k.startswith(f"{name}.")]
+        loss_diff[name] = max_rel_diff(mine, theirs)
+        param_diff[name] = tensor_rel_diff(
+            {k: hand["state"][k] for k in keys}, {k: torch_state[k] for k in keys}
+        )
+    final = hand_losses[-1]
+    result = {
+        "final_loss": _named(twins.task, final),
+        "losses": hand_losses,
+        "vs_torch_float64": {
+            "loss_max_rel_diff": loss_diff.get(None, loss_diff),
+            "param_max_rel_diff": param_diff.get(None, param_diff),
+        },
     }
+    params = small_params(hand["state"])
+    if params is not None:
+        result["params"] = params
+    if "notes" in hand:
+        result["notes"] = dict(hand["notes"])
+    hand_model = port.load_into_torch(
+        twins.torch_module.new_model(twins.hp).double(), hand["state"]
+    )
+
+    def predict(x):
+        return twins.torch_module.predict(hand_model.eval(), torch.from_numpy(cast(x, np.float64)))
+
+    result["predict"] = lambda x: predict(x).numpy()
+    return result
+
+
+def _named(task, value):
+    """A loss per net as ``{name: loss}`` where a model holds several, else a float."""
+    value = np.asarray(value, np.float64)
+    if value.ndim:
+        return dict(zip(task.loss_names, value.tolist(), strict=True))
+    return float(value)
+
+
+def _short(loss):
+    if isinstance(loss, dict):
+        return " ".join(f"{name} {value:.3g}" for name, value in loss.items())
+    return f"{loss:.3g}"
 
 
 def _tags(predict):

@@ -97,7 +97,10 @@ def make_twins(task, dtype="float32", seed=0, init_from=None, hp=None, data_dir=
         hp = dataclasses.replace(hp, steps_per_epoch=math.ceil(len(arrays["x"]) / hp.batch_size))
 
     torch.manual_seed(seed)
-    torch_model = torch_module.new_model(hp)
+    try:
+        torch_model = torch_module.new_model(hp)
+    except ValueError as err:  # a hyperparameter the layers refuse (--set dropout=1.5)
+        raise CompareError(f"{task.name}: {err}") from None
     if init_from is not None:
         state = port.read_state_dict(init_from)
         port.load_into_torch(torch_model, state, source=str(init_from))
@@ -154,12 +157,18 @@ def schedule(twins, num_epochs, seed=0):
 
 
 def draw(noise, rng, n, hp):
-    """``n`` samples of one ``registry.Noise`` from ``rng``: float64 normals or int64 labels."""
+    """``n`` samples of one ``registry.Noise`` from ``rng``: float64 normals, int64 labels, or
+    float64 dropout masks (0 or ``1 / (1 - p)``, what ``nn.Dropout(p)`` multiplies by)."""
     shape = (n, *noise.sample_shape(hp))
     if noise.kind == "normal":
         return rng.standard_normal(shape)
     if noise.kind == "labels":
         return rng.integers(0, noise.num_classes(hp), size=shape)
+    if noise.kind == "mask":
+        p = noise.drop_probability(hp)
+        if not 0 <= p < 1:
+            raise CompareError(f"a dropout probability of {p} cannot be fed: it must be in [0, 1)")
+        return (rng.random(shape) < 1 - p) / (1 - p)
     raise ValueError(f"unknown kind of noise {noise.kind!r}")
 
 
@@ -174,6 +183,14 @@ def draw_noise(twins, order, seed=0):
         [{n.name: draw(n, rng, len(idx), twins.hp) for n in twins.task.noise} for idx in epoch]
         for epoch in order
     ]
+
+
+def noise_note(task, source):
+    """What a result says about the noise a task consumed: its names and kinds, and where it
+    came from (``source``)."""
+    kinds = {"normal": "N(0, 1)", "labels": "labels", "mask": "dropout mask"}
+    names = ", ".join(f"{n.name} ({kinds.get(n.kind, n.kind)})" for n in task.noise)
+    return f"{names}: {source}"
 
 
 def cast(array, np_dtype):
@@ -270,8 +287,10 @@ SAMPLES = 100  # a 10 x 10 grid; CGAN's labels run 0-9 down its rows
 
 def fixed_noise(twins, seed=0, count=SAMPLES):
     """The noise a generative task's pictures are drawn from, the same for both sides and for
-    every epoch (numpy, seeded); None for other tasks. Labels go in rows: ten 0s, ten 1s..."""
-    if not twins.task.noise:
+    every epoch (numpy, seeded); None for other tasks. Labels go in rows: ten 0s, ten 1s...
+    Dropout masks are training noise only (eval mode drops nothing): a task with nothing but
+    masks draws no pictures from noise."""
+    if all(noise.kind == "mask" for noise in twins.task.noise):
         return None
     rng = np.random.default_rng([seed, 3])
     fixed = {}
@@ -335,17 +354,21 @@ def tensor_rel_diff(a, b):
 
 
 def evaluate_side(twins, side, x_key="x_test", y_key="y_test", chunk=1000):
-    """Eval-mode mean loss, predictions and accuracy of one side on a split, in chunks."""
+    """Eval-mode mean loss, predictions and accuracy of one side on a split, in chunks.
+
+    A tutorial whose model holds several nets (``task.loss_names``) may define
+    ``losses(model, x, y)``, one loss per net: the loss is then ``{name: loss}``."""
     arrays = twins.torch_arrays if side == "torch" else twins.jax_arrays
     x, y = arrays[x_key], arrays[y_key]
     total, predictions = 0.0, []
     if side == "torch":
         model, module = twins.torch_model, twins.torch_module
+        loss_fn = getattr(module, "losses", module.loss_fn)
         model.eval()
         with torch.no_grad():
             for i in range(0, len(x), chunk):
                 xb, yb = x[i : i + chunk], y[i : i + chunk]
-                total += module.loss_fn(model, xb, yb).item() * len(xb)
+                total += loss_fn(model, xb, yb).numpy() * len(xb)
                 predictions.append(module.predict(model, x[i : i + chunk]).numpy())
         model.train()
     else:
@@ -354,11 +377,15 @@ def evaluate_side(twins, side, x_key="x_test", y_key="y_test", chunk=1000):
         loss_fn = _jitted_loss(module)
         for i in range(0, len(x), chunk):
             xb, yb = x[i : i + chunk], y[i : i + chunk]
-            total += float(loss_fn(model, xb, yb)) * len(xb)
+            total += np.asarray(loss_fn(model, xb, yb)) * len(xb)
             predictions.append(np.asarray(module.predict(model, x[i : i + chunk])))
         model.train()
     predictions = np.concatenate(predictions)
-    result = {"loss": total / len(x), "predictions": predictions}
+    loss = np.asarray(total, np.float64) / len(x)
+    if loss.ndim:
+        loss = dict(zip(twins.task.loss_names, loss.tolist(), strict=True))
+    result = {"loss": float(loss) if isinstance(loss, np.ndarray) else loss}
+    result["predictions"] = predictions
     if twins.task.metric == "accuracy":
         result["accuracy"] = accuracy(predictions, twins.arrays[y_key])
     return result
@@ -377,5 +404,5 @@ _LOSS_CACHE = {}
 
 def _jitted_loss(module):
     if module not in _LOSS_CACHE:
-        _LOSS_CACHE[module] = nnx.jit(module.loss_fn)
+        _LOSS_CACHE[module] = nnx.jit(getattr(module, "losses", module.loss_fn))
     return _LOSS_CACHE[module]

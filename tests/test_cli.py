@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from compare import data, port, registry
+from compare import data, equivalences, port, registry
 
 TASKS = sorted(registry.TASKS)
 PICTURES = {name: registry.TASKS[name].picture for name in TASKS}
@@ -32,6 +32,13 @@ def test_quick_run_writes_metrics_curves_and_the_lesson_picture(cli, tmp_path, n
         assert {"losses", "metrics", "train_seconds"} <= set(result[side])
         assert np.all(np.isfinite(np.asarray(result[side]["losses"])))
     assert result["epochs"] == registry.TASKS[name].quick_epochs
+    task = registry.TASKS[name]
+    if task.loss_names and "test_loss" in result["torch"]["metrics"]:  # one per net
+        assert set(result["torch"]["metrics"]["test_loss"]) == set(task.loss_names)
+    if task.noise:  # a normal run says whose noise each side consumed
+        assert "each side draws its own" in result["noise"]
+    if equivalences.defined(*task.modules()):  # and writes the table of twins it measured
+        assert result["equivalences"]["passed"] and "curves" not in result["equivalences"]
     assert json.loads((out_dir / "metrics.json").read_text())["task"] == name
     for picture in ("curves.png", f"{PICTURES[name]}.png"):
         assert (out_dir / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from flax import nnx
 
-from compare import CompareError, parity, port, registry
+from compare import CompareError, equivalences, parity, port, registry
 from compare.twins import make_twins, schedule, train_jax
 from jaxnets import _train as jax_train
 from jaxnets import optimizers as jax_optimizers
@@ -27,6 +27,8 @@ def test_float64_lockstep_over_the_parity_schedule(name):
     task = registry.TASKS[name]
     epochs = task.parity_epochs or task.hp.num_epochs
     assert result["steps"] == sum(map(len, schedule(make_twins(task), epochs))) >= 50
+    if equivalences.defined(*task.modules()):  # the table of twins joins the verdict
+        assert result["equivalences_passed"] and result["equivalences_max_rel_diff"] <= 1e-9
     bound = result["bound"]
     if task.sensitivity_factor is None:
         assert bound["kind"] == "fixed" and result["tolerance"] == 1e-9
@@ -38,6 +40,8 @@ def test_float64_lockstep_over_the_parity_schedule(name):
     assert result["param_max_rel_diff"] <= result["tolerance"]
     assert result["forward_max_rel_diff"] <= 1e-9 and result["grad_max_rel_diff"] <= 1e-9
     assert result.get("test_predictions_differ", 0) == 0  # eval mode, image for image
+    if task.noise:  # and says so
+        assert "drawn once in numpy, fed to both sides" in result["noise"]
     assert result["passed"]
 
 
