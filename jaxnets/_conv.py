@@ -71,13 +71,19 @@ def _conv_fast_bwd(strides, padding, precision, residuals, dy):
     ]
     dx = _conv(dilated, w_t, (1,) * n, dx_padding, precision)  # (batch, *in_size, in_features)
     # kernel gradient: batch and features swapped, the output gradient as the kernel
-    dw = _conv(
-        jnp.moveaxis(x, (0, -1), (-1, 0)),  # (in_features, *in_size, batch)
-        jnp.moveaxis(dilated, 0, -2),  # (*covered, batch, out_features)
-        (1,) * n,
-        padding,
-        precision,
-    )  # (in_features, *(kernel_size + uncovered), out_features)
+    x_t = jnp.moveaxis(x, (0, -1), (-1, 0))  # (in_features, *in_size, batch)
+    if any(i < c for i, c in zip(x.shape[1:-1], dilated.shape[1:-1], strict=True)):
+        # An input smaller than this kernel (a transposed convolution's, before its padding)
+        # makes XLA swap the two operands, out of the fast form: pad it beforehand.
+        x_t = lax.pad(
+            x_t, jnp.zeros((), x.dtype), [(0, 0, 0), *((*p, 0) for p in padding), (0, 0, 0)]
+        )
+        padding = ((0, 0),) * n
+    dy_t = jnp.moveaxis(dilated, 0, -2)  # (*covered, batch, out_features)
+    # The barrier keeps XLA from folding these transposes (and a transposed convolution's
+    # flip) into the convolution's dimension numbers, out of the fast form again.
+    x_t, dy_t = lax.optimization_barrier((x_t, dy_t))
+    dw = _conv(x_t, dy_t, (1,) * n, padding, precision)  # (in, *(kernel_size + uncovered), out)
     dw = dw[(slice(None), *(slice(0, k) for k in kernel_size))]
     return dx, jnp.moveaxis(dw, 0, -2)  # (*kernel_size, in_features, out_features)
 
@@ -177,7 +183,9 @@ def conv_transpose(
     """``lax.conv_transpose`` for explicit padding pairs: a convolution of the input dilated by
     ``strides``, through ``conv_general_dilated`` above (strings go to lax unchanged)."""
     n = lhs.ndim - 2
-    if isinstance(padding, str) or not _use_own(lhs, rhs, dimension_numbers, 1, 1):
+    # lax.conv_transpose's default layout is channels-last (conv_general_dilated's is not)
+    layout = dimension_numbers or _LAYOUTS.get(lhs.ndim)
+    if isinstance(padding, str) or layout is None or not _use_own(lhs, rhs, layout, 1, 1):
         return lax.conv_transpose(
             lhs,
             rhs,
@@ -218,7 +226,7 @@ class ConvTranspose(nnx.ConvTranspose):
             isinstance(padding, str)
             or self.mask is not None
             or inputs.ndim != n + 2
-            or not _use_own(inputs, self.kernel[...], None, 1, 1)
+            or not _use_own(inputs, self.kernel[...], _LAYOUTS.get(inputs.ndim), 1, 1)
         ):
             return super().__call__(inputs)
         strides = self.strides or 1
