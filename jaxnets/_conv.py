@@ -70,14 +70,10 @@ def _conv_fast_bwd(strides, padding, precision, residuals, dy):
     x, w = residuals
     n = x.ndim - 2
     kernel_size = w.shape[:n]
-    padded_size = [
-        i + lo + hi for i, (lo, hi) in zip(x.shape[1:-1], padding, strict=True)
-    ]
+    padded_size = [i + lo + hi for i, (lo, hi) in zip(x.shape[1:-1], padding, strict=True)]
     # the padded input's pixels the strided windows reach: the last stride may leave some out
     covered = [(o - 1) * s + 1 for o, s in zip(dy.shape[1:-1], strides, strict=True)]
-    uncovered = [
-        p - c - k + 1 for p, c, k in zip(padded_size, covered, kernel_size, strict=True)
-    ]
+    uncovered = [p - c - k + 1 for p, c, k in zip(padded_size, covered, kernel_size, strict=True)]
     # input gradient: a full convolution of the output gradient, stride - 1 zeros between its
     # pixels (lhs dilation), with the kernel flipped and its features swapped, less the padding
     w_t = jnp.flip(w, axis=tuple(range(n))).swapaxes(-1, -2)  # (*kernel_size, out, in)
@@ -157,15 +153,12 @@ def conv_general_dilated(
         kwargs.get("out_sharding") is not None
         or preferred_element_type is not None
         or rhs_dilation != (1,) * n
-        or not _use_own(
-            lhs, rhs, dimension_numbers, feature_group_count, batch_group_count
-        )
+        or not _use_own(lhs, rhs, dimension_numbers, feature_group_count, batch_group_count)
     ):
         return as_lax()
     if isinstance(padding, str):
         dilated_in = [
-            (d - 1) * (k - 1) + d
-            for d, k in zip(lhs.shape[1:-1], lhs_dilation, strict=True)
+            (d - 1) * (k - 1) + d for d, k in zip(lhs.shape[1:-1], lhs_dilation, strict=True)
         ]
         padding = lax.padtype_to_pads(dilated_in, rhs.shape[:n], strides, padding)
     # Zeros between the input's pixels (input dilation) and a negative padding (a crop), or one
@@ -177,21 +170,15 @@ def conv_general_dilated(
     ]
     config = [
         (lo - inner_lo, hi - inner_hi, d - 1)
-        for (lo, hi), (inner_lo, inner_hi), d in zip(
-            padding, inner, lhs_dilation, strict=True
-        )
+        for (lo, hi), (inner_lo, inner_hi), d in zip(padding, inner, lhs_dilation, strict=True)
     ]
     x = lhs
     if any(c != (0, 0, 0) for c in config):
         x = lax.pad(lhs, jnp.zeros((), lhs.dtype), [(0, 0, 0), *config, (0, 0, 0)])
-    padded = [
-        size + lo + hi for size, (lo, hi) in zip(x.shape[1:-1], inner, strict=True)
-    ]
+    padded = [size + lo + hi for size, (lo, hi) in zip(x.shape[1:-1], inner, strict=True)]
     if 0 in x.shape or any(p < k for p, k in zip(padded, rhs.shape[:n], strict=True)):
         return as_lax()  # nothing to compute: lax's shapes and errors
-    return _conv_fast(
-        x, rhs, strides, tuple(inner), precision
-    )  # (batch, *out_size, out_features)
+    return _conv_fast(x, rhs, strides, tuple(inner), precision)  # (batch, *out_size, out_features)
 
 
 def _offset_pads(offset, kernel_size, strides, dilation):
@@ -234,9 +221,7 @@ def _overlap_add_bwd(kernel_size, strides, dilation, shape, dy):
     slices = []
     for offset in itertools.product(*map(range, kernel_size)):
         start = [o * d for o, d in zip(offset, dilation, strict=True)]
-        limit = [
-            b + (i - 1) * s + 1 for b, i, s in zip(start, in_size, strides, strict=True)
-        ]
+        limit = [b + (i - 1) * s + 1 for b, i, s in zip(start, in_size, strides, strict=True)]
         slices.append(
             lax.slice(
                 dy,
@@ -245,9 +230,7 @@ def _overlap_add_bwd(kernel_size, strides, dilation, shape, dy):
                 (1, *strides, 1),
             )
         )
-    return (
-        jnp.stack(slices, axis=-2),
-    )  # (batch, *in_size, kernel pixels, out_features)
+    return (jnp.stack(slices, axis=-2),)  # (batch, *in_size, kernel pixels, out_features)
 
 
 _overlap_add.defvjp(_overlap_add_fwd, _overlap_add_bwd)
@@ -269,11 +252,7 @@ def conv_transpose(
     n = lhs.ndim - 2
     # lax.conv_transpose's default layout is channels-last (conv_general_dilated's is not)
     layout = dimension_numbers or _LAYOUTS.get(lhs.ndim)
-    if (
-        isinstance(padding, str)
-        or layout is None
-        or not _use_own(lhs, rhs, layout, 1, 1)
-    ):
+    if isinstance(padding, str) or layout is None or not _use_own(lhs, rhs, layout, 1, 1):
         return lax.conv_transpose(
             lhs,
             rhs,
@@ -289,11 +268,7 @@ def conv_transpose(
     # every four pixels; from dcgan's 1x1 input padded to 13x13, 168 in 169) but what that
     # computes: each input pixel times the kernel, one matmul, added into the output at
     # stride steps, one lax.pad per kernel offset. Its backward is slices and matmuls.
-    kernel = (
-        rhs.swapaxes(-1, -2)
-        if transpose_kernel
-        else jnp.flip(rhs, axis=tuple(range(n)))
-    )
+    kernel = rhs.swapaxes(-1, -2) if transpose_kernel else jnp.flip(rhs, axis=tuple(range(n)))
     kernel_size, in_features, out_features = (
         kernel.shape[:n],
         kernel.shape[-2],
@@ -311,13 +286,8 @@ def conv_transpose(
     y = _overlap_add(products, tuple(kernel_size), tuple(strides), tuple(dilation))
     zero = jnp.zeros((), y.dtype)
     # lax's padding is of the dilated input: here, less the kernel's reach on each side
-    crop = [
-        (lo - k + 1, hi - k + 1, 0)
-        for (lo, hi), k in zip(padding, dilated_k, strict=True)
-    ]
-    return lax.pad(
-        y, zero, [(0, 0, 0), *crop, (0, 0, 0)]
-    )  # (batch, *out_size, out_features)
+    crop = [(lo - k + 1, hi - k + 1, 0) for (lo, hi), k in zip(padding, dilated_k, strict=True)]
+    return lax.pad(y, zero, [(0, 0, 0), *crop, (0, 0, 0)])  # (batch, *out_size, out_features)
 
 
 class ConvTranspose(nnx.ConvTranspose):
