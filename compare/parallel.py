@@ -308,7 +308,8 @@ def torch_worker(args):
         fut = dist.all_reduce(tensor, async_op=True).get_future()
         return fut.then(lambda f: f.value()[0])
 
-    ddp.register_comm_hook(share, weighted_sum)
+    if os.environ.get("TWINNETS_DDP_AVERAGE") != "1":  # "1": DDP's own average (tests: wrong
+        ddp.register_comm_hook(share, weighted_sum)  # for uneven slices)
     start_epoch = getattr(module, "start_epoch", None)
     fail = os.environ.get("TWINNETS_TEST_FAIL", "")  # "rank:step": that rank dies (tests)
     x, y = tensors["x"], tensors["y"]
@@ -545,6 +546,7 @@ def check_task(task, hp, n):
     reason = why_not(task, hp)
     if reason is not None:
         raise CompareError(f"{task.name} cannot be data-parallel: {reason}")
+    mesh(n)  # enough devices, before anything trains
 
 
 def lesson_data_parallel(torch_model, x):
@@ -570,7 +572,7 @@ def lesson_data_parallel(torch_model, x):
 
 def replicated_note(count, n):
     return (
-        f"JAX: {count} batch(es) of a size {n} does not divide ran replicated (every device "
+        f"JAX: {count} batch(es) whose size {n} does not divide ran replicated (every device "
         "the whole batch: the single-device result, no speed-up); torch splits them unevenly "
         "and weights each rank's gradient by its share"
     )
