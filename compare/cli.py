@@ -60,10 +60,19 @@ def cmd_list(args):
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        width = max(len(r["name"]) for r in rows)
-        for r in rows:
-            print(f"{r['name']:<{width}}  {r['dataset']:<15} tiers {r['tiers']}  {r['lesson']}")
+        table = [("task", "dataset", "tiers", "lesson")]
+        table += [
+            (r["name"], r["dataset"], ",".join(map(str, r["tiers"])), r["lesson"]) for r in rows
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(3)]  # the last column is free
+        for row in table:
+            print(
+                "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True))
+                + "  "
+                + row[3]
+            )
         print("\n--data-parallel N:")
+        width = widths[0]
         for r in rows:
             dp = r["data_parallel"]
             word = "yes" if dp["supported"] else f"no: {dp['why_not']}"

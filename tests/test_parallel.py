@@ -103,6 +103,8 @@ def test_list_says_which_tasks_cannot_and_why(cli):
     assert "batch 1" in rows["pos-tagger"]["why_not"]
     assert "hidden state" in rows["rnn-sincos"]["why_not"]
     assert "two nets" in rows["gan"]["why_not"]
+    text = cli("list")[1].split("\n\n")[1]  # the section after the table
+    assert text.startswith("--data-parallel N:") and "pos-tagger" in text and "no: batch 1" in text
 
 
 def one_line(code, out, err, *fragments):
