@@ -249,9 +249,6 @@ def cmd_check(args):
 def cmd_bench(args):
     from compare import bench
 
-    if args.data_parallel is not None:
-        raise CompareError("bench --data-parallel: not implemented yet (run and parity have it)")
-
     if (args.task is None) == (not args.all):
         raise CompareError("bench takes a TASK or --all (not both)")
     opts = bench.make_options(
@@ -264,6 +261,8 @@ def cmd_bench(args):
         seed=args.seed,
         debug=args.debug,
     )
+    if args.data_parallel is not None:
+        return _bench_data_parallel(args, opts)
     out = args.out
     if args.all:
         out = out or str(Path("runs") / "bench")
@@ -287,6 +286,33 @@ def cmd_bench(args):
         print(text, end="")
         if out is not None:
             print(f"wrote {', '.join(payload['files'])}")
+    return 0
+
+
+def _bench_data_parallel(args, opts):
+    from compare.bench import data_parallel
+
+    if args.all:
+        raise CompareError("bench --data-parallel takes one TASK, not --all")
+    payload = data_parallel.bench(args.task, args.data_parallel, opts)
+    text = data_parallel.markdown(payload)
+    if args.out is not None:
+        out = Path(args.out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for name, content in (
+                ("bench.md", text),
+                ("bench.json", json.dumps(payload, indent=1)),
+            ):
+                (out / f".{name}.partial").write_text(content)
+                (out / f".{name}.partial").replace(out / name)
+        except OSError as err:
+            raise CompareError(f"--out {out}: cannot write there ({err})") from None
+        payload["files"] = [str(out / "bench.md"), str(out / "bench.json")]
+    if args.json:
+        print(json.dumps(payload))
+    else:
+        print(text, end="")
     return 0
 
 

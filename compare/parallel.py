@@ -262,7 +262,10 @@ def _torch_plan(args):
     order = data.batch_order(
         len(arrays["x"]), hp.batch_size, args.epochs, seed=args.seed, shuffle=task.shuffle
     )
-    if args.steps:
+    if getattr(args, "full_batches_only", False):  # the bench's block (compare.bench.timing)
+        full = [idx for epoch in order for idx in epoch if len(idx) == hp.batch_size]
+        order = [full[: args.steps or len(full)]]
+    elif args.steps:
         from compare.parity import _first_steps
 
         order = _first_steps(order, args.steps)
@@ -313,44 +316,68 @@ def torch_worker(args):
     start_epoch = getattr(module, "start_epoch", None)
     fail = os.environ.get("TWINNETS_TEST_FAIL", "")  # "rank:step": that rank dies (tests)
     x, y = tensors["x"], tensors["y"]
-    weighted, step, sizes = [], 0, None
+    weighted, sizes = [], []
+
+    def train(order, first_step=0):
+        step = first_step
+        for number, epoch in enumerate(order):
+            if start_epoch is not None:
+                start_epoch(optimizer, number, hp)
+            for i, idx in enumerate(epoch):
+                if fail == f"{rank}:{step}":
+                    os._exit(3)
+                start, stop = rank_slices(len(idx), world)[rank]
+                mine = idx[start:stop]
+                if not sizes:
+                    sizes.extend(b - a for a, b in rank_slices(len(idx), world))
+                weight = (stop - start) / len(idx) if task.loss_reduction == "mean" else 1.0
+                share["weight"] = weight
+                args_ = ()
+                if noise is not None:
+                    args_ = (
+                        {
+                            k: torch.from_numpy(twins.cast(v[start:stop], np_dtype)).to(device)
+                            for k, v in noise[number][i].items()
+                        },
+                    )
+                xb, yb = x[mine].to(device), y[mine].to(device)
+                loss = module.train_step(ddp, optimizer, xb, yb, *args_)
+                weighted.append(loss.detach().to(torch.float64).cpu() * weight)
+                step += 1
+
     ddp.train()
-    for number, epoch in enumerate(order):
-        if start_epoch is not None:
-            start_epoch(optimizer, number, hp)
-        for i, idx in enumerate(epoch):
-            if fail == f"{rank}:{step}":
-                os._exit(3)
-            start, stop = rank_slices(len(idx), world)[rank]
-            mine = idx[start:stop]
-            if sizes is None:
-                sizes = [b - a for a, b in rank_slices(len(idx), world)]
-            reduction_weight = (stop - start) / len(idx)
-            share["weight"] = reduction_weight if task.loss_reduction == "mean" else 1.0
-            args_ = ()
-            if noise is not None:
-                step_noise = noise[number][i]
-                args_ = (
-                    {
-                        k: torch.from_numpy(twins.cast(v[start:stop], np_dtype)).to(device)
-                        for k, v in step_noise.items()
-                    },
-                )
-            loss = module.train_step(ddp, optimizer, x[mine].to(device), y[mine].to(device), *args_)
-            weight = reduction_weight if task.loss_reduction == "mean" else 1.0
-            weighted.append(loss.detach().to(torch.float64).cpu() * weight)
-            step += 1
+    if args.time_repeats:  # bench: the block once to warm up, then timed, ranks in step
+        seconds = []
+        for _ in range(args.time_repeats + 1):
+            dist.barrier()
+            start = time.perf_counter()
+            train(order)
+            if cuda:
+                torch.cuda.synchronize()
+            dist.barrier()
+            seconds.append(time.perf_counter() - start)
+        if rank == 0:
+            _write_npz(args.out, seconds=np.asarray(seconds), sizes=np.asarray(sizes))
+        dist.barrier()
+        dist.destroy_process_group()
+        return
+    train(order)
     losses = torch.stack(weighted).to(device)
     dist.all_reduce(losses)  # the global batch's loss: the ranks' shares summed
     if rank == 0:
-        out = Path(args.out)
         state = port.torch_state_dict(model.cpu())
-        tmp = out.with_name(f".{out.name}.partial")
-        with open(tmp, "wb") as f:
-            np.savez(f, losses=losses.cpu().numpy(), sizes=np.asarray(sizes), **state)
-        os.replace(tmp, out)  # complete or absent
+        _write_npz(args.out, losses=losses.cpu().numpy(), sizes=np.asarray(sizes), **state)
     dist.barrier()
     dist.destroy_process_group()
+
+
+def _write_npz(path, **arrays):
+    """Complete or absent: written aside, then renamed."""
+    out = Path(path)
+    tmp = out.with_name(f".{out.name}.partial")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, out)
 
 
 def _free_port():
@@ -372,9 +399,9 @@ def hp_from_json(task, text):
     return dataclasses.replace(task.hp, **fields)
 
 
-def worker_args(task, dtype, seed, epochs, steps, hp, init_from, data_dir, out):
+def worker_args(task, dtype, seed, epochs, steps, hp, init_from, data_dir, out, extra=()):
     argv = [task, "--dtype", dtype, "--seed", str(seed), "--epochs", str(epochs), "--out", out]
-    argv += ["--hp", hp_to_json(hp)]
+    argv += ["--hp", hp_to_json(hp), *extra]
     if steps:
         argv += ["--steps", str(steps)]
     if init_from:
@@ -499,11 +526,7 @@ def jax_worker(args):
     noise = draw_noise(tw, order, seed=args.seed)
     losses, info = train_jax_sharded(tw, order, mesh(len(jax.devices())), noise=noise)
     if jax.process_index() == 0:
-        out = Path(args.out)
-        tmp = out.with_name(f".{out.name}.partial")
-        with open(tmp, "wb") as f:
-            np.savez(f, losses=losses, **port.from_nnx(tw.jax_model))
-        os.replace(tmp, out)
+        _write_npz(args.out, losses=losses, **port.from_nnx(tw.jax_model))
     jax.distributed.shutdown()
 
 
@@ -523,6 +546,18 @@ def main(argv=None):
     parser.add_argument("--data-dir")
     parser.add_argument("--device", choices=("auto", "cpu"), default="auto")
     parser.add_argument("--out", required=True, help="rank 0 writes losses and weights (.npz)")
+    parser.add_argument(
+        "--time-repeats",
+        type=int,
+        default=0,
+        help="bench (torch): time the schedule this many times after a warm-up; rank 0 "
+        "writes the seconds instead",
+    )
+    parser.add_argument(
+        "--full-batches-only",
+        action="store_true",
+        help="bench: the schedule without its short last batches",
+    )
     args = parser.parse_args(argv)
     try:
         (torch_worker if args.kind == "torch" else jax_worker)(args)

@@ -123,7 +123,7 @@ def test_bad_input_gets_one_line(cli, tmp_path):
     argv = ("--data-parallel", "2", "--set", "batch_size=101", "--out", tmp_path / "r")
     one_line(*cli("run", "housing-parallel", *argv), "a batch of 1 sample(s), fewer than the 2")
     one_line(*cli("parity", "mnist-mlp", "--data-parallel", "5"), "JAX sees 2 device(s)")
-    one_line(*cli("bench", "housing-parallel", "--data-parallel", "2"), "not implemented")
+    one_line(*cli("bench", "--all", "--data-parallel", "2"), "one TASK, not --all")
     assert not (tmp_path / "r").exists()
 
 
@@ -133,3 +133,19 @@ def test_a_rank_that_dies_stops_the_run_with_one_line(cli, tmp_path, monkeypatch
     code, out, err = cli("run", "housing-parallel", "--quick", "--no-progress", "--out", out_dir)
     one_line(code, out, err, "torch rank 1 of 2 exited with status 3", "nothing was written")
     assert list(tmp_path.iterdir()) == []  # no output directory, no staging left behind
+
+
+def test_bench_reports_each_side_on_one_and_on_n_devices(cli):
+    code, out, err = cli(
+        "bench", "housing-parallel", "--data-parallel", "2", "--quick", "--repeats", "1", "--json"
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["data_parallel"] == 2 and result["per_device_batch"] == [64, 64]
+    rows = {(r["framework"], r["devices"]): r for r in result["rows"]}
+    assert set(rows) == {("jax", 1), ("jax", 2), ("torch", 1), ("torch", 2)}
+    for framework in ("jax", "torch"):
+        one, two = rows[(framework, 1)], rows[(framework, 2)]
+        assert one["efficiency"] == 1.0
+        assert two["efficiency"] == pytest.approx(two["steps_per_s"] / one["steps_per_s"] / 2)
+        assert two["samples_per_s"] == pytest.approx(two["steps_per_s"] * 128)
