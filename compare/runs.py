@@ -20,6 +20,7 @@ from compare import CompareError, data, equivalences, plots, port, registry
 from compare.twins import (
     accuracy,
     cast,
+    draw_noise,
     evaluate_side,
     fixed_noise,
     generate,
@@ -195,7 +196,11 @@ def run(
     }
     if split is not None:
         result["data_parallel"] = split
-    if task.noise:
+    if task.noise and split is not None:
+        result["noise"] = noise_note(
+            task, "drawn once in numpy, fed to both sides (each torch rank its slice)"
+        )
+    elif task.noise:
         result["noise"] = noise_note(
             task, "each side draws its own (torch's generator; the JAX model's nnx.Rngs)"
         )
@@ -256,8 +261,11 @@ def _train_data_parallel(twins, order, n, seed, init_from, data_dir, num_epochs)
 
     parallel.check_split(order, n)
     data_mesh = parallel.mesh(n)
+    # the torch ranks are fed the noise from numpy (each its slice: one rank's own draws
+    # would repeat on every rank, all seeded alike); JAX gets the same
+    noise = draw_noise(twins, order, seed=seed)
     start = time.perf_counter()
-    jax_losses, info = parallel.train_jax_sharded(twins, order, data_mesh)
+    jax_losses, info = parallel.train_jax_sharded(twins, order, data_mesh, noise=noise)
     jax_seconds = time.perf_counter() - start
     start = time.perf_counter()
     torch_losses, state, sizes = parallel.train_torch_ddp(
