@@ -290,6 +290,9 @@ def torch_worker(args):
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     task, hp, module, model, tensors, order, noise, np_dtype = _torch_plan(args)
     check_split(order, world)
+    fail = os.environ.get("TWINNETS_TEST_FAIL", "")  # "rank:step" or "rank:start" (tests)
+    if fail == f"{rank}:start":  # a rank that never joins
+        os._exit(4)
     dist.init_process_group(
         "nccl" if cuda else "gloo",
         init_method=os.environ.get("TWINNETS_INIT", "env://"),
@@ -314,7 +317,6 @@ def torch_worker(args):
     if os.environ.get("TWINNETS_DDP_AVERAGE") != "1":  # "1": DDP's own average (tests: wrong
         ddp.register_comm_hook(share, weighted_sum)  # for uneven slices)
     start_epoch = getattr(module, "start_epoch", None)
-    fail = os.environ.get("TWINNETS_TEST_FAIL", "")  # "rank:step": that rank dies (tests)
     x, y = tensors["x"], tensors["y"]
     weighted, sizes = [], []
 

@@ -7,6 +7,7 @@ costs two process start-ups (~5-10 s on this machine), so the MNIST schedules ar
 """
 
 import json
+import time
 
 import jax
 import numpy as np
@@ -179,3 +180,15 @@ def test_bench_reports_each_side_on_one_and_on_n_devices(cli):
         assert one["efficiency"] == 1.0
         assert two["efficiency"] == pytest.approx(two["steps_per_s"] / one["steps_per_s"] / 2)
         assert two["samples_per_s"] == pytest.approx(two["steps_per_s"] * 128)
+
+
+def test_a_rank_that_never_joins_stops_the_others_at_once(cli, monkeypatch):
+    """Rank 0 waits in init_process_group for a rank that exited before joining: the
+    launcher sees the exit and stops it, long before the collectives' time-out."""
+    monkeypatch.setenv("TWINNETS_TEST_FAIL", "1:start")
+    monkeypatch.setenv("TWINNETS_DIST_TIMEOUT", "600")
+    start = time.monotonic()
+    argv = ("--steps", "2", "--data-parallel", "2", "--no-progress")
+    code, out, err = cli("parity", "housing-parallel", *argv)
+    one_line(code, out, err, "torch rank 1 of 2 exited with status 4")
+    assert time.monotonic() - start < 120
