@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from compare import parallel, port, registry
+from compare import CompareError, parallel, port, registry
 from compare.parity import _first_steps
 from compare.twins import (
     draw_noise,
@@ -182,13 +182,13 @@ def test_bench_reports_each_side_on_one_and_on_n_devices(cli):
         assert two["samples_per_s"] == pytest.approx(two["steps_per_s"] * 128)
 
 
-def test_a_rank_that_never_joins_stops_the_others_at_once(cli, monkeypatch):
+def test_a_rank_that_never_joins_stops_the_others_at_once(monkeypatch):
     """Rank 0 waits in init_process_group for a rank that exited before joining: the
     launcher sees the exit and stops it, long before the collectives' time-out."""
     monkeypatch.setenv("TWINNETS_TEST_FAIL", "1:start")
     monkeypatch.setenv("TWINNETS_DIST_TIMEOUT", "600")
+    hp = registry.get("housing-parallel").hp
     start = time.monotonic()
-    argv = ("--steps", "2", "--data-parallel", "2", "--no-progress")
-    code, out, err = cli("parity", "housing-parallel", *argv)
-    one_line(code, out, err, "torch rank 1 of 2 exited with status 4")
+    with pytest.raises(CompareError, match="torch rank 1 of 2 exited with status 4"):
+        parallel.train_torch_ddp("housing-parallel", 2, "float64", 0, 1, 2, hp, None, None)
     assert time.monotonic() - start < 120
