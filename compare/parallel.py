@@ -359,7 +359,8 @@ def torch_worker(args):
             dist.barrier()
             seconds.append(time.perf_counter() - start)
         if rank == 0:
-            _write_npz(args.out, seconds=np.asarray(seconds), sizes=np.asarray(sizes))
+            timed = np.asarray(sum(map(len, order)))
+            _write_npz(args.out, seconds=np.asarray(seconds), sizes=np.asarray(sizes), steps=timed)
         dist.barrier()
         dist.destroy_process_group()
         return

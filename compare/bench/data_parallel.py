@@ -84,8 +84,8 @@ def bench(name, n, opts):
                 task.name,
                 opts["dtype"],
                 opts["seed"],
-                1,
-                opts["steps"],
+                epochs,
+                steps,
                 twins.hp,
                 None,
                 None,
@@ -95,6 +95,9 @@ def bench(name, n, opts):
             parallel.launch("torch", count, argv)
             with np.load(out) as f:
                 seconds, sizes = f["seconds"].tolist(), f["sizes"].tolist()
+                timed = int(f["steps"])
+        if timed != steps:  # both sides must time the same block
+            raise CompareError(f"bench: the torch ranks timed {timed} steps, JAX {steps}")
         row = _row("torch", count, seconds[1:], steps, batch, base.get("torch"))
         row["warmup_s"] = seconds[0]
         base.setdefault("torch", row["steps_per_s"])
