@@ -25,6 +25,7 @@ every device the whole batch, the single-device result, no speed-up (counted in 
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -148,9 +149,9 @@ def _put_state(value, sharding):
     return _put(value, sharding)
 
 
+@functools.cache
 def _scan_sharded():
-    import functools
-
+    """The jitted whole-run scan over batches already on the mesh (built once)."""
     import jax
     from flax import nnx
 
@@ -169,9 +170,6 @@ def _scan_sharded():
     return scan
 
 
-_SCAN = []
-
-
 def train_jax_sharded(twins, order, data_mesh, noise=None, progress=False, **_):
     """The JAX side over ``order`` on ``data_mesh``: like ``twins.train_jax`` (the same
     tutorial step in a jitted scan) with each global batch sharded over the mesh and the
@@ -185,9 +183,7 @@ def train_jax_sharded(twins, order, data_mesh, noise=None, progress=False, **_):
     from compare import data
     from compare.twins import DTYPES, _check_finite, cast
 
-    if not _SCAN:
-        _SCAN.append(_scan_sharded())
-    scan = _SCAN[0]
+    scan = _scan_sharded()
     n = data_mesh.size
     np_dtype = DTYPES[twins.dtype][0]
     module, model, optimizer = twins.jax_module, twins.jax_model, twins.jax_optimizer
@@ -276,7 +272,7 @@ def _torch_plan(args):
 
 
 def torch_worker(args):
-    """One rank of the torch side (started by ``launch_torch`` or by ``torchrun``)."""
+    """One rank of the torch side (started by ``launch`` or by ``torchrun``)."""
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
