@@ -606,7 +606,7 @@ def lesson_data_parallel(torch_model, x):
 
 def replicated_note(count, n):
     return (
-        f"JAX: {count} batch(es) whose size {n} does not divide ran replicated (every device "
+        f"JAX: {count} batch(es) of a size not divisible by {n} ran replicated (every device "
         "the whole batch: the single-device result, no speed-up); torch splits them unevenly "
         "and weights each rank's gradient by its share"
     )
@@ -616,8 +616,6 @@ def data_parallel_runs(twins, order, noise, n, seed, init_from, data_dir, epochs
     """Both sides on ``n`` devices over ``order``: JAX in this process on a mesh (a fresh copy
     of the twins from the same weights), torch on ``n`` ranks. Returns ``{"jax": (losses,
     params), "torch": (losses, state dict)}`` and a description of the split."""
-    import torch
-
     from compare import port
     from compare.twins import make_twins
 
@@ -635,12 +633,23 @@ def data_parallel_runs(twins, order, noise, n, seed, init_from, data_dir, epochs
     torch_losses, torch_state, sizes = train_torch_ddp(
         twins.task.name, n, twins.dtype, seed, epochs, steps, twins.hp, init_from, data_dir
     )
+    return {
+        "jax": (jax_losses, port.from_nnx(again.jax_model)),
+        "torch": (torch_losses, torch_state),
+    }, describe_split(n, data_mesh, info, sizes, twins.torch_model)
+
+
+def describe_split(n, data_mesh, info, torch_sizes, torch_model):
+    """How each global batch was split on both sides, with the notes a user must read (the
+    JSON's ``split``): ``info`` from ``train_jax_sharded``, the torch ranks' batch sizes."""
+    import torch
+
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     split = {
         "n": n,
         "global_batch": info["first_batch"],
         "jax_device_batches": info["jax_device_batches"],
-        "torch_rank_batches": sizes,
+        "torch_rank_batches": torch_sizes,
         "jax_devices": [str(d) for d in data_mesh.devices.flat],
         "torch": f"{n} processes, torch.distributed {backend}, DistributedDataParallel",
         "sharded_batches": info["sharded_batches"],
@@ -648,13 +657,10 @@ def data_parallel_runs(twins, order, noise, n, seed, init_from, data_dir, epochs
     }
     if info["replicated_batches"]:
         split["replicated_note"] = replicated_note(info["replicated_batches"], n)
-    note = batchnorm_note(twins.torch_model, "cuda" if torch.cuda.is_available() else "cpu")
+    note = batchnorm_note(torch_model, "cuda" if backend == "nccl" else "cpu")
     if note is not None:
         split["batchnorm_note"] = note
-    return {
-        "jax": (jax_losses, port.from_nnx(again.jax_model)),
-        "torch": (torch_losses, torch_state),
-    }, split
+    return split
 
 
 def parity_fields(result, runs, single, tolerance):

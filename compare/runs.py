@@ -275,24 +275,9 @@ def _train_data_parallel(twins, order, n, seed, init_from, data_dir, num_epochs)
     port.load_into_torch(twins.torch_model, state)
     first = order[0][0]
     x = torch.from_numpy(cast(twins.arrays["x"][first], np.dtype(twins.dtype)))
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    split = {
-        "n": n,
-        "global_batch": info["first_batch"],
-        "jax_device_batches": info["jax_device_batches"],
-        "torch_rank_batches": sizes,
-        "jax_devices": [str(d) for d in data_mesh.devices.flat],
-        "torch": f"{n} processes, torch.distributed {backend}, DistributedDataParallel",
-        "sharded_batches": info["sharded_batches"],
-        "replicated_batches": info["replicated_batches"],
-        "lesson_nn_DataParallel": parallel.lesson_data_parallel(twins.torch_model, x),
-        "train_seconds_note": "torch's includes starting its processes",
-    }
-    note = parallel.batchnorm_note(twins.torch_model, "cuda" if backend == "nccl" else "cpu")
-    if note is not None:
-        split["batchnorm_note"] = note
-    if info["replicated_batches"]:
-        split["replicated_note"] = parallel.replicated_note(info["replicated_batches"], n)
+    split = parallel.describe_split(n, data_mesh, info, sizes, twins.torch_model)
+    split["lesson_nn_DataParallel"] = parallel.lesson_data_parallel(twins.torch_model, x)
+    split["train_seconds_note"] = "torch's includes starting its processes"
     losses = {"jax": jax_losses, "torch": torch_losses}
     return losses, {"jax": jax_seconds, "torch": torch_seconds}, split
 
