@@ -30,6 +30,20 @@ def _overrides(pairs):
     return overrides
 
 
+def _data_parallel_row(task):
+    """``list``'s word on ``--data-parallel``: whether the task can, why not, and a caveat."""
+    from compare import parallel
+
+    reason = parallel.why_not(task)
+    row = {"supported": reason is None, "why_not": reason}
+    if reason is None and task.batchnorm:
+        row["note"] = (
+            "BatchNorm: JAX equals one device; torch DDP on CPU normalises per rank "
+            "(SyncBatchNorm needs CUDA), so torch matches only on GPUs"
+        )
+    return row
+
+
 def cmd_list(args):
     rows = [
         {
@@ -39,15 +53,32 @@ def cmd_list(args):
             "tiers": list(t.tiers),
             "metric": t.metric,
             "module": t.module,
+            "data_parallel": _data_parallel_row(t),
         }
         for t in registry.TASKS.values()
     ]
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        width = max(len(r["name"]) for r in rows)
+        table = [("task", "dataset", "tiers", "lesson")]
+        table += [
+            (r["name"], r["dataset"], ",".join(map(str, r["tiers"])), r["lesson"]) for r in rows
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(3)]  # the last column is free
+        for row in table:
+            print(
+                "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True))
+                + "  "
+                + row[3]
+            )
+        print("\n--data-parallel N:")
+        width = widths[0]
         for r in rows:
-            print(f"{r['name']:<{width}}  {r['dataset']:<15} tiers {r['tiers']}  {r['lesson']}")
+            dp = r["data_parallel"]
+            word = "yes" if dp["supported"] else f"no: {dp['why_not']}"
+            if dp.get("note"):
+                word += f" ({dp['note']})"
+            print(f"  {r['name']:<{width}}  {word}")
     return 0
 
 
@@ -68,6 +99,7 @@ def cmd_run(args):
         quick=args.quick,
         hp=hp,
         progress=not args.no_progress,
+        data_parallel=_data_parallel(args, task),
     )
     if args.json:
         print(json.dumps(result))
@@ -92,9 +124,34 @@ def cmd_run(args):
             print("\n".join(equivalences.lines(table)))
         if "noise" in result:
             print(f"  noise: {result['noise']}")
+        if "data_parallel" in result:
+            _print_split(result["data_parallel"])
         diff = result["loss_max_abs_diff"]
         print(f"  largest loss difference {diff:.3g}; wrote {result['out_dir']}/")
     return 0
+
+
+def _data_parallel(args, task):
+    """``--data-parallel N``, or the task's own default for ``run`` (housing-parallel: 2)."""
+    n = getattr(args, "data_parallel", None)
+    if n is None and args.verb == "run" and task is not None:
+        n = task.data_parallel_default
+    return n
+
+
+def _print_split(split):
+    """How each global batch was split: once, as the lesson prints its 64 + 64 of 128."""
+    n, batch = split["n"], split["global_batch"]
+    jax_sizes = " + ".join(map(str, split["jax_device_batches"]))
+    torch_sizes = " + ".join(map(str, split["torch_rank_batches"]))
+    print(f"  data-parallel over {n} devices; the first global batch of {batch}:")
+    print(f"    jax   {jax_sizes} on {', '.join(split['jax_devices'])} (one mesh, sharded)")
+    print(f"    torch {torch_sizes} on {split['torch']}")
+    for key in ("replicated_note", "batchnorm_note"):
+        if key in split:
+            print(f"    {split[key]}")
+    if "lesson_nn_DataParallel" in split:
+        print(f"    {split['lesson_nn_DataParallel']['note']}")
 
 
 def _print_by_hand(by_hand):
@@ -128,13 +185,16 @@ def cmd_parity(args):
         hp=hp,
         progress=not args.no_progress and not args.json,
         data_dir=args.data_dir,
+        data_parallel=args.data_parallel,
     )
     if args.json:
         print(json.dumps(result))
     else:
         verdict = "PASSED" if result["passed"] else "FAILED"
+        where = f" on {result['data_parallel']} devices" if "data_parallel" in result else ""
         print(
-            f"{result['task']} {result['dtype']} lockstep over {result['steps']} steps: {verdict}"
+            f"{result['task']} {result['dtype']} lockstep{where} over {result['steps']} steps: "
+            f"{verdict}"
         )
         for key in (
             "loss_max_rel_diff",
@@ -158,6 +218,15 @@ def cmd_parity(args):
             print(f"  {'equivalences':<22} {result['equivalences_max_rel_diff']:.3e}")
         if "noise" in result:
             print(f"  noise: {result['noise']}")
+        if "data_parallel" in result:
+            vs = result["vs_single_device"]
+            print(f"  {'vs single device':<22} jax {vs['jax']:.3e}, torch {vs['torch']:.3e}")
+            single = result["single_device"]
+            print(
+                f"  {'single device, cross':<22} losses {single['loss_max_rel_diff']:.3e}, "
+                f"parameters {single['param_max_rel_diff']:.3e}"
+            )
+            _print_split(result["split"])
     return 0 if result["passed"] else 1
 
 
@@ -192,6 +261,8 @@ def cmd_bench(args):
         seed=args.seed,
         debug=args.debug,
     )
+    if args.data_parallel is not None:
+        return _bench_data_parallel(args, opts)
     out = args.out
     if args.all:
         out = out or str(Path("runs") / "bench")
@@ -215,6 +286,33 @@ def cmd_bench(args):
         print(text, end="")
         if out is not None:
             print(f"wrote {', '.join(payload['files'])}")
+    return 0
+
+
+def _bench_data_parallel(args, opts):
+    from compare.bench import data_parallel
+
+    if args.all:
+        raise CompareError("bench --data-parallel takes one TASK, not --all")
+    payload = data_parallel.bench(args.task, args.data_parallel, opts)
+    text = data_parallel.markdown(payload)
+    if args.out is not None:
+        out = Path(args.out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for name, content in (
+                ("bench.md", text),
+                ("bench.json", json.dumps(payload, indent=1)),
+            ):
+                (out / f".{name}.partial").write_text(content)
+                (out / f".{name}.partial").replace(out / name)
+        except OSError as err:
+            raise CompareError(f"--out {out}: cannot write there ({err})") from None
+        payload["files"] = [str(out / "bench.md"), str(out / "bench.json")]
+    if args.json:
+        print(json.dumps(payload))
+    else:
+        print(text, end="")
     return 0
 
 
@@ -259,6 +357,23 @@ def cmd_convert(args):
     return 0
 
 
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _add_data_parallel(p):
+    p.add_argument(
+        "--data-parallel",
+        type=_positive,
+        metavar="N",
+        help="train each side on N devices: JAX one mesh (N host devices on CPU), torch N "
+        "DistributedDataParallel processes (docs/SCALING.md)",
+    )
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, like every other error here (argparse adds usage)
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
@@ -296,6 +411,7 @@ def build_parser():
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--no-progress", action="store_true")
+    _add_data_parallel(p)
     p.set_defaults(func=cmd_run)
 
     p = verbs.add_parser("parity", help="lockstep parity, tiers 1 to 3; exit 1 if it fails")
@@ -312,6 +428,7 @@ def build_parser():
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a hyperparameter")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    _add_data_parallel(p)
     p.set_defaults(func=cmd_parity)
 
     p = verbs.add_parser(
@@ -348,6 +465,7 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--debug", action="store_true", help="show the children's tracebacks")
+    _add_data_parallel(p)
     p.set_defaults(func=cmd_bench)
 
     p = verbs.add_parser("convert", help="a torch state dict to a Flax checkpoint, or back")
@@ -367,6 +485,12 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        if args.verb in ("run", "parity", "bench"):
+            n = _data_parallel(args, registry.get(args.task) if args.task else None)
+            if n is not None:  # JAX's CPU device count is fixed when its backend starts
+                from compare import parallel
+
+                parallel.set_jax_devices(n)
         return args.func(args)
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -64,8 +64,14 @@ def lockstep(
     hp=None,
     progress=False,
     data_dir=None,
+    data_parallel=None,
 ):
     """Tiers 1-3 for a task over its parity schedule (or its first ``steps`` steps).
+
+    ``data_parallel`` N: each side also trains on N devices (``compare.parallel``) over the
+    same schedule; the cross-side fields then compare the two data-parallel runs, and
+    ``vs_single_device`` each side's against its single-device run (tiers 1-2 and the test
+    predictions stay those of the single-device models).
 
     The schedule is the lesson's whole one, or ``task.parity_epochs`` epochs of it (in float32,
     ``task.float32_steps`` steps where that is set). Where the
@@ -76,12 +82,18 @@ def lockstep(
         raise CompareError("--steps must be at least 1")
     if steps is None and dtype == "float32":
         steps = task.float32_steps  # None but for chaotic trajectories
+    if data_parallel is not None:
+        from compare import parallel
+
+        parallel.check_task(task, hp or task.hp, data_parallel)
     twins = make_twins(task, dtype=dtype, seed=seed, init_from=init_from, hp=hp, data_dir=data_dir)
     forward, grads = forward_and_grads(twins, seed=seed)
 
     order = schedule(twins, task.parity_epochs or twins.hp.num_epochs, seed=seed)
     if steps is not None:
         order = _first_steps(schedule(twins, twins.hp.num_epochs, seed=seed), steps)
+    if data_parallel is not None:
+        parallel.check_split(order, data_parallel)  # before anything trains
     noise = draw_noise(twins, order, seed=seed)  # the same noise for both sides, step by step
     torch_losses, jax_losses = engine.run_fast(
         twins, order, noise=noise, progress=progress, train_torch=train_torch, train_jax=train_jax
@@ -143,6 +155,20 @@ def lockstep(
         result["equivalences_max_rel_diff"] = table["max_rel_diff"]
         result["equivalences_passed"] = table["passed"]
         result["passed"] = bool(result["passed"] and table["passed"])
+    if data_parallel is not None:
+        epochs = task.parity_epochs or twins.hp.num_epochs
+        if steps is not None:
+            epochs = twins.hp.num_epochs
+        runs, split = parallel.data_parallel_runs(
+            twins, order, noise, data_parallel, seed, init_from, data_dir, epochs, steps
+        )
+        single = {
+            "jax": (jax_losses, port.from_nnx(twins.jax_model)),
+            "torch": (torch_losses, port.torch_state_dict(twins.torch_model)),
+        }
+        result.update(parallel.parity_fields(result, runs, single, tolerance))
+        result["data_parallel"] = data_parallel
+        result["split"] = split
     return result
 
 

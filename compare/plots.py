@@ -11,10 +11,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 SIDES = ("torch", "jax")
 STYLE = {"torch": {"ls": "-", "lw": 2.0, "alpha": 0.8}, "jax": {"ls": "--", "lw": 1.5}}
 COLORS = {"torch": "tab:red", "jax": "tab:blue"}
+FEW_STEPS = 30  # loss curves this short get a marker on every step
 
 
 @dataclass
@@ -93,15 +95,23 @@ def loss_curves(pic, path):
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for side in SIDES:
         losses = np.asarray(pic.losses[side]).reshape(len(pic.losses[side]), -1)
+        # a line needs two points: a run of a step or a few (--quick with one huge batch) is
+        # drawn as points, or the plot is empty
+        marker = {"torch": "o", "jax": "x"}[side] if len(losses) <= FEW_STEPS else None
         for i, name in enumerate(names):
             label = f"{side} {name}" if pic.loss_names else side
             ax.plot(
                 losses[:, i],
                 color=colors[i if pic.loss_names else SIDES.index(side)],
                 label=label,
+                marker=marker,
                 **STYLE[side],
             )
-    ax.set_yscale("log")
+    finite = np.concatenate([np.ravel(pic.losses[side]) for side in SIDES]).astype(float)
+    finite = finite[np.isfinite(finite) & (finite > 0)]
+    if finite.size and finite.max() > 3 * finite.min():  # log only where it spreads something
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title(f"{pic.task}: torch (solid) and JAX (dashed)")

@@ -181,6 +181,19 @@ class HousingHP:
 
 
 @dataclass(frozen=True)
+class HousingParallelHP:
+    in_dim: int = 12  # the lesson's 13 features, B dropped (compare/datasets/housing/)
+    n_hidden_1: int = 16
+    n_hidden_2: int = 32
+    out_dim: int = 1
+    # the lesson's optimizer and loss are lost with its code: Adam and MSE, as
+    # housing-regularization (the same Net1 on the same data)
+    lr: float = 0.01
+    num_epochs: int = 100
+    batch_size: int | None = 128  # the lesson's: split 64 + 64 over its two GPUs
+
+
+@dataclass(frozen=True)
 class OptimizersCh5HP:
     n_hidden: int = 20
     lr: float = 0.01
@@ -260,6 +273,16 @@ class Task:
     # the same run (parity.self_divergence), and never below tolerance["float64"].
     sensitivity_factor: float | None = None
     noise: tuple[Noise, ...] = ()  # per-step randomness (generative models, dropout masks)
+    # --data-parallel N: None when the step splits over devices (full-batch tasks are refused
+    # by compare.parallel.why_not), else why it cannot, one line (shown by list)
+    data_parallel: str | None = None
+    # how the loss reduces over the batch: "mean" (rank r's gradient weighted b_r / B before
+    # the all-reduce sums them) or "sum" (weight 1)
+    loss_reduction: str = "mean"
+    # the torch model holds BatchNorm: under DDP on CPU its statistics are each rank's own
+    # (SyncBatchNorm needs CUDA), so torch cannot equal its single-device run there
+    batchnorm: bool = False
+    data_parallel_default: int | None = None  # run's --data-parallel when none is given
 
     def modules(self):
         """The two tutorial modules: (jaxnets.<module>, torchref.<module>)."""
@@ -268,6 +291,18 @@ class Task:
             importlib.import_module(f"torchref.{self.module}"),
         )
 
+
+def _several_nets(what):
+    return (
+        f"{what}, each with its own optimizer and called directly, not through one forward "
+        "pass that DistributedDataParallel could wrap"
+    )
+
+
+TWO_NETS = (
+    "two nets (D and G), two optimizers, a step in two phases calling each net directly: "
+    "no one forward pass for DistributedDataParallel"
+)
 
 TASKS = {
     "regression": Task(
@@ -306,6 +341,7 @@ TASKS = {
         tolerance={"float64": 1e-9, "float32": 3e-6},
         tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py
         loss_names=("SGD", "Momentum", "RMSprop", "Adam"),
+        data_parallel=_several_nets("four nets"),
     ),
     "flower-logistic": Task(
         name="flower-logistic",
@@ -366,6 +402,7 @@ TASKS = {
         tolerance={"float64": 1e-9, "float32": 3e-3},
         tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py (slow)
         parity_epochs=1,
+        batchnorm=True,
     ),
     "mnist-cnn": Task(
         name="mnist-cnn",
@@ -424,6 +461,8 @@ TASKS = {
         quick_epochs=1,
         tolerance={"float64": 1e-9, "float32": 1.5e-3},
         shuffle=False,
+        data_parallel="batch 1 and a hidden state carried from step to step: nothing to split, "
+        "and each step needs the one before",
     ),
     "pos-tagger": Task(
         name="pos-tagger",
@@ -436,6 +475,7 @@ TASKS = {
         quick_epochs=30,
         tolerance={"float64": 1e-9, "float32": 3e-6},
         shuffle=False,
+        data_parallel="batch 1 (one sentence per step): nothing to split",
     ),
     "lstm-forecast": Task(
         name="lstm-forecast",
@@ -464,6 +504,7 @@ TASKS = {
         tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py (slow)
         parity_epochs=2,  # 80 steps of 128 on the shipped 5,000 images
         noise=(Noise("eps", ("z_dim",)),),
+        loss_reduction="sum",  # BCE summed over the batch (the lesson's size_average=False)
     ),
     "gan": Task(
         name="gan",
@@ -478,6 +519,7 @@ TASKS = {
         loss_names=("D", "G"),
         parity_epochs=1,  # 50 steps of 100
         noise=(Noise("z", ("latent_size",)),),
+        data_parallel=TWO_NETS,
     ),
     "cgan": Task(
         name="cgan",
@@ -492,6 +534,7 @@ TASKS = {
         loss_names=("D", "G"),
         parity_epochs=1,
         noise=(Noise("z", ("latent_size",)), Noise("labels", (), "labels", "num_classes")),
+        data_parallel=TWO_NETS,
     ),
     "dcgan": Task(
         name="dcgan",
@@ -506,6 +549,8 @@ TASKS = {
         loss_names=("D", "G"),
         parity_epochs=1,
         noise=(Noise("z", ("latent_size",)),),
+        data_parallel=TWO_NETS,
+        batchnorm=True,
     ),
     "housing-regularization": Task(
         name="housing-regularization",
@@ -528,6 +573,25 @@ TASKS = {
             Noise("layer1", ("n_hidden_1",), "mask", p="dropout"),
             Noise("layer2", ("n_hidden_2",), "mask", p="dropout"),
         ),
+        data_parallel=_several_nets("four nets"),
+        batchnorm=True,
+    ),
+    "housing-parallel": Task(
+        name="housing-parallel",
+        lesson="G: the lesson's multi-GPU Net1, each batch split over devices "
+        "(seeds/002 ch. 5.7.2)",
+        module="housing_parallel",
+        dataset="housing",
+        hp=HousingParallelHP(),
+        metric="loss",
+        picture="loss_curves",  # the lesson's figure 5-20: the training loss
+        quick_epochs=2,
+        # float32: 3.5e-3 measured (parameters, 52 steps; losses 1.7e-4): optax's float32
+        # Adam steps part from torch's by ~1e-5 at first and Adam's small second moments
+        # grow it, as housing-regularization's (docs/PARITY.md); float64 agrees to 1e-15
+        tolerance={"float64": 1e-9, "float32": 7e-3},
+        parity_epochs=13,  # 52 steps of 128 (the 405 training rows: 3 x 128 + 21)
+        data_parallel_default=2,  # the lesson's two GPUs
     ),
     "optimizers-ch5": Task(
         name="optimizers-ch5",
@@ -543,6 +607,7 @@ TASKS = {
         loss_names=("SGD", "Momentum", "NAG", "AdaGrad", "RMSProp", "Adam"),
         tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py
         parity_epochs=1,  # 100 steps of 10
+        data_parallel=_several_nets("six nets"),
     ),
     "init-and-activations": Task(
         name="init-and-activations",
@@ -556,6 +621,10 @@ TASKS = {
         tolerance={"float64": 1e-9, "float32": 3.5e-5},  # 1.7e-5 measured (parameters)
         tiers=(1, 2, 3, 4),  # tier 4: tests/test_curves.py
         parity_epochs=5,  # 50 steps of 30
+        # the loss is cross-entropy with class weights: its mean divides by the batch's sum
+        # of weights, so a rank's share is not b_r / B (DDP would need the weights' sums)
+        data_parallel="class-weighted cross-entropy: the mean divides by the batch's summed "
+        "class weights, so a rank's share of the gradient is not its share of the samples",
     ),
 }
 

@@ -20,6 +20,7 @@ from compare import CompareError, data, equivalences, plots, port, registry
 from compare.twins import (
     accuracy,
     cast,
+    draw_noise,
     evaluate_side,
     fixed_noise,
     generate,
@@ -88,8 +89,13 @@ def run(
     hp=None,
     progress=True,
     download=False,
+    data_parallel=None,
 ):
     task = registry.get(task_name)
+    if data_parallel is not None:
+        from compare import parallel
+
+        parallel.check_task(task, hp or task.hp, data_parallel)
     out_dir = Path(out) if out else Path("runs") / task.name
     _check_writable(out_dir)
     if download:
@@ -111,7 +117,16 @@ def run(
     fixed = fixed_noise(twins, seed=seed)  # what the generators draw from after every epoch
     samples = {"torch": [], "jax": []}
     losses, seconds, epoch_seconds, history = {}, {}, {}, {}
+    split = None
+    if data_parallel is not None:  # the whole schedule on N devices, each side
+        losses, seconds, split = _train_data_parallel(
+            twins, order, data_parallel, seed, init_from, data_dir, num_epochs
+        )
+        if fixed is not None:
+            samples = {side: [generate(twins, side, fixed)] for side in ("torch", "jax")}
     for side, train in (("torch", train_torch), ("jax", train_jax)):
+        if split is not None:
+            break
         if "x_test" not in twins.arrays and fixed is None:  # the whole schedule at once
             start = time.perf_counter()
             losses[side] = train(twins, order, progress=progress)
@@ -155,7 +170,8 @@ def run(
             if "accuracy" in tested[side]:
                 metrics[side]["test_accuracy"] = tested[side]["accuracy"]
             metrics[side]["test_loss"] = tested[side]["loss"]
-            metrics[side]["per_epoch"] = history[side]
+            if side in history:  # data-parallel runs test once, at the end
+                metrics[side]["per_epoch"] = history[side]
     result = {
         "task": task.name,
         "dataset": twins.dataset,
@@ -178,7 +194,13 @@ def run(
         "versions": {"jax": jax.__version__, "torch": torch.__version__},
         "device": {"jax": str(jax.devices()[0]), "torch": "cpu"},
     }
-    if task.noise:
+    if split is not None:
+        result["data_parallel"] = split
+    if task.noise and split is not None:
+        result["noise"] = noise_note(
+            task, "drawn once in numpy, fed to both sides (each torch rank its slice)"
+        )
+    elif task.noise:
         result["noise"] = noise_note(
             task, "each side draws its own (torch's generator; the JAX model's nnx.Rngs)"
         )
@@ -230,6 +252,34 @@ def run(
     result["out_dir"] = str(out_dir)
     _write(out_dir, result, picture, task.picture)
     return result
+
+
+def _train_data_parallel(twins, order, n, seed, init_from, data_dir, num_epochs):
+    """Both sides over ``order`` on ``n`` devices (``compare.parallel``); the torch ranks'
+    final weights are loaded into ``twins.torch_model`` for the evaluation and pictures."""
+    from compare import parallel
+
+    parallel.check_split(order, n)
+    data_mesh = parallel.mesh(n)
+    # the torch ranks are fed the noise from numpy (each its slice: one rank's own draws
+    # would repeat on every rank, all seeded alike); JAX gets the same
+    noise = draw_noise(twins, order, seed=seed)
+    start = time.perf_counter()
+    jax_losses, info = parallel.train_jax_sharded(twins, order, data_mesh, noise=noise)
+    jax_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    torch_losses, state, sizes = parallel.train_torch_ddp(
+        twins.task.name, n, twins.dtype, seed, num_epochs, None, twins.hp, init_from, data_dir
+    )
+    torch_seconds = time.perf_counter() - start  # process start-up included
+    port.load_into_torch(twins.torch_model, state)
+    first = order[0][0]
+    x = torch.from_numpy(cast(twins.arrays["x"][first], np.dtype(twins.dtype)))
+    split = parallel.describe_split(n, data_mesh, info, sizes, twins.torch_model)
+    split["lesson_nn_DataParallel"] = parallel.lesson_data_parallel(twins.torch_model, x)
+    split["train_seconds_note"] = "torch's includes starting its processes"
+    losses = {"jax": jax_losses, "torch": torch_losses}
+    return losses, {"jax": jax_seconds, "torch": torch_seconds}, split
 
 
 def _reconstructions(twins, fixed, count=50):

@@ -107,6 +107,11 @@ def make_twins(task, dtype="float32", seed=0, init_from=None, hp=None, data_dir=
     torch_model = torch_model.to(torch_dtype)
     initial = port.torch_state_dict(torch_model)
 
+    try:
+        torch_optimizer = torch_module.new_optimizer(torch_model, hp)
+    except ValueError as err:  # a setting torch.optim refuses (--set lr=-1); optax takes any
+        raise CompareError(f"{task.name}: {err}") from None
+
     jax_model = jax_module.new_model(hp, nnx.Rngs(seed))
     port.to_nnx(jax_model, initial, dtype=np_dtype)
     _cast_carried_state(jax_model, np_dtype)
@@ -123,7 +128,7 @@ def make_twins(task, dtype="float32", seed=0, init_from=None, hp=None, data_dir=
         jax_model=jax_model,
         jax_optimizer=jax_module.new_optimizer(jax_model, hp),
         torch_model=torch_model,
-        torch_optimizer=torch_module.new_optimizer(torch_model, hp),
+        torch_optimizer=torch_optimizer,
         arrays=arrays,
         jax_arrays={k: jnp.asarray(cast(jax_layout(v), np_dtype)) for k, v in arrays.items()},
         torch_arrays={k: torch.from_numpy(cast(v, np_dtype)) for k, v in arrays.items()},

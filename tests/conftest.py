@@ -4,6 +4,9 @@
 - float64 is enabled once, up front (the lockstep tier needs it; every array in the project
   is created with an explicit dtype, so float32 runs stay float32);
 - matmuls at full precision on both sides, deterministic torch kernels;
+- two JAX host devices on CPU, so data-parallel runs (``--data-parallel 2``) can shard in
+  process; JAX's count is fixed when its backend starts. Everything else keeps running on
+  the first device (measured: no change in the timings of the files it touches);
 - under pytest-xdist (the default: one worker per core) each worker's torch takes its share
   of the cores, and so do the processes it starts: two workers each spinning two OpenMP
   threads on two cores run torch 10-15x slower.
@@ -19,6 +22,7 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+jax.config.update("jax_num_cpu_devices", 2)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_default_matmul_precision", "highest")

@@ -358,3 +358,38 @@ def test_convert_names_the_keys_that_do_not_fit(cli, tmp_path):
         *cli("convert", "regression", tmp_path / "partial.pt", tmp_path / "no" / "f.safetensors"),
         "no such directory",
     )
+
+
+def test_list_keeps_its_columns_aligned_for_the_longest_dataset_name(cli):
+    code, out, _ = cli("list")
+    lines = out.split("\n\n")[0].splitlines()  # the table (then --data-parallel's section)
+    assert code == 0 and lines[0].split() == ["task", "dataset", "tiers", "lesson"]
+    assert len(lines) == 1 + len(registry.TASKS)
+    # every column starts where its header does, after mnist-half-train-2d as before
+    starts = [lines[0].index(word) for word in ("dataset", "tiers", "lesson")]
+    for line, task in zip(lines[1:], registry.TASKS.values(), strict=True):
+        assert [line[s - 2 : s] for s in starts] == ["  "] * 3, line
+        assert line[starts[0] :].startswith(task.dataset + " ")
+        assert line[starts[2] :] == task.lesson
+
+
+def test_a_learning_rate_torch_refuses_is_one_line(cli, tmp_path):
+    out_dir = tmp_path / "r"
+    assert_one_line_error(
+        *cli("run", "regression", "--set", "lr=-1", "--quick", "--out", out_dir),
+        "regression: Invalid learning rate: -1.0",
+    )
+    assert not out_dir.exists()
+
+
+def test_a_one_step_run_draws_its_losses_as_points(monkeypatch, tmp_path):
+    from compare import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    one_step = {side: np.array([0.5]) for side in plots.SIDES}
+    plots.loss_curves(plots.Picture("mnist-mlp", {}, {}, one_step), tmp_path / "c.png")
+    (ax,) = figures[0].axes
+    lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 1]
+    assert len(lines) == 2  # a line of one point has no length: without a marker, nothing shows
+    assert all(line.get_marker() not in (None, "", "None") for line in lines)
