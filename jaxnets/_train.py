@@ -14,6 +14,8 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
+from jaxnets import _conv
+
 
 def use_float64(enabled=True):
     """Switch JAX to 64-bit arrays (needed before any float64 array is created)."""
@@ -45,13 +47,23 @@ def _one_batch(train_step, graphdef, state, x, y, idx, noise=None):
 
 
 def scan_is_slower(model):
-    """XLA:CPU runs a convolution inside a loop body (a scan) 3-4x slower than the same
-    convolution dispatched on its own (jax-ml/jax#12868, measured here on mnist-cnn: one epoch
-    3.3 s scanned, 0.8 s step by step). On GPUs, and for models without convolutions, the scan
-    wins."""
-    return jax.default_backend() == "cpu" and any(
-        isinstance(module, nnx.Conv) for _, module in nnx.iter_modules(model)
-    )
+    """XLA:CPU runs lax's convolution inside a loop body (a scan) far slower than the same
+    convolution dispatched on its own: the backward convolutions autodiff makes fall back to
+    its unoptimised form there (jax-ml/jax#12868; mnist-cnn, one core: an epoch 4.3 s scanned,
+    0.8 s step by step). ``jaxnets._conv``'s convolution keeps them fast, and scanned it is as
+    fast as stepping or faster; so the scan is slower only on a CPU, for a model with an
+    ``nnx.Conv`` or ``nnx.ConvTranspose`` on lax's own convolution."""
+    if jax.default_backend() != "cpu":
+        return False
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, _conv.ConvTranspose):
+            continue
+        if isinstance(module, nnx.ConvTranspose) or (
+            isinstance(module, nnx.Conv)
+            and module.conv_general_dilated is not _conv.conv_general_dilated
+        ):
+            return True
+    return False
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 5))

@@ -17,7 +17,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jaxnets._conv import ConvTranspose, conv_general_dilated
 from jaxnets._layers import BatchNorm, binary_cross_entropy
+
+# lax's convolution, with a backward XLA:CPU keeps fast inside a whole-epoch scan
+# (jaxnets/_conv.py; ConvTranspose: nnx.ConvTranspose through it); on a GPU, lax's own.
+Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_general_dilated)
 
 leaky_relu = functools.partial(nnx.leaky_relu, negative_slope=0.2)
 
@@ -26,7 +31,7 @@ def conv_transpose(in_features, out_features, k, stride, padding, *, rngs):
     # torch's ConvTranspose2d(k, stride, padding p): the kernel as torch holds it needs
     # transpose_kernel=True, and its padding p is k - 1 - p of zeros on each side here.
     pad = k - 1 - padding
-    return nnx.ConvTranspose(
+    return ConvTranspose(
         in_features,
         out_features,
         (k, k),
@@ -61,12 +66,12 @@ class Discriminator(nnx.Module):
     def __init__(self, ndf=16, *, rngs: nnx.Rngs):
         # torch's Conv2d pads p on each side (nnx.Conv pads 'SAME' unless told)
         self.main = nnx.Sequential(
-            nnx.Conv(1, ndf, (4, 4), strides=2, padding=1, use_bias=False, rngs=rngs),
+            Conv(1, ndf, (4, 4), strides=2, padding=1, use_bias=False, rngs=rngs),
             leaky_relu,
-            nnx.Conv(ndf, ndf * 2, (4, 4), strides=2, padding=1, use_bias=False, rngs=rngs),
+            Conv(ndf, ndf * 2, (4, 4), strides=2, padding=1, use_bias=False, rngs=rngs),
             BatchNorm(ndf * 2, rngs=rngs),
             leaky_relu,
-            nnx.Conv(ndf * 2, 1, (7, 7), padding="VALID", use_bias=False, rngs=rngs),
+            Conv(ndf * 2, 1, (7, 7), padding="VALID", use_bias=False, rngs=rngs),
             nnx.sigmoid,
         )
 

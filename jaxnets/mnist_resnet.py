@@ -10,13 +10,19 @@ import functools
 import optax
 from flax import nnx
 
+from jaxnets._conv import conv_general_dilated
+
+# conv_general_dilated: lax's convolution, with a backward XLA:CPU keeps fast inside a
+# whole-epoch scan (jaxnets/_conv.py); on a GPU, lax's own.
+Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_general_dilated)
+
 
 class ResidualBlock(nnx.Module):
     def __init__(self, channels, *, rngs: nnx.Rngs):
         self.channels = channels
         # torch's padding=1, spelled out: one pixel on each side of height and width.
-        self.conv1 = nnx.Conv(channels, channels, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
-        self.conv2 = nnx.Conv(channels, channels, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
+        self.conv1 = Conv(channels, channels, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
+        self.conv2 = Conv(channels, channels, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
 
     def __call__(self, x):
         y = nnx.relu(self.conv1(x))  # (batch, h, w, channels)
@@ -26,8 +32,8 @@ class ResidualBlock(nnx.Module):
 
 class Net(nnx.Module):
     def __init__(self, *, rngs: nnx.Rngs):
-        self.conv1 = nnx.Conv(1, 16, kernel_size=(5, 5), padding="VALID", rngs=rngs)
-        self.conv2 = nnx.Conv(16, 32, kernel_size=(5, 5), padding="VALID", rngs=rngs)
+        self.conv1 = Conv(1, 16, kernel_size=(5, 5), padding="VALID", rngs=rngs)
+        self.conv2 = Conv(16, 32, kernel_size=(5, 5), padding="VALID", rngs=rngs)
         self.mp = functools.partial(nnx.max_pool, window_shape=(2, 2), strides=(2, 2))
         self.rblock1 = ResidualBlock(16, rngs=rngs)
         self.rblock2 = ResidualBlock(32, rngs=rngs)
