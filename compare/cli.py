@@ -290,6 +290,7 @@ def cmd_bench(args):
 
 
 def _bench_data_parallel(args, opts):
+    from compare import bench
     from compare.bench import data_parallel
 
     if args.all:
@@ -297,18 +298,7 @@ def _bench_data_parallel(args, opts):
     payload = data_parallel.bench(args.task, args.data_parallel, opts)
     text = data_parallel.markdown(payload)
     if args.out is not None:
-        out = Path(args.out)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            for name, content in (
-                ("bench.md", text),
-                ("bench.json", json.dumps(payload, indent=1)),
-            ):
-                (out / f".{name}.partial").write_text(content)
-                (out / f".{name}.partial").replace(out / name)
-        except OSError as err:
-            raise CompareError(f"--out {out}: cannot write there ({err})") from None
-        payload["files"] = [str(out / "bench.md"), str(out / "bench.json")]
+        payload["files"] = bench.write(args.out, payload, text, results=None)
     if args.json:
         print(json.dumps(payload))
     else:

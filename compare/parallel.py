@@ -151,7 +151,12 @@ def _put_state(value, sharding):
 
 @functools.cache
 def _scan_sharded():
-    """The jitted whole-run scan over batches already on the mesh (built once)."""
+    """The jitted whole-run scan over batches already on the mesh (built once).
+
+    ``jaxnets._train._scan_batches``'s twin, but fed the gathered batches, not indices into
+    the data set: gathered outside, each batch is put on the mesh row-sharded (and, across
+    processes, each process feeds only its rows); a gather inside the scan would leave the
+    batch's layout to XLA's propagation."""
     import jax
     from flax import nnx
 

@@ -11,7 +11,7 @@ two barriers; their start-up is not timed. On a CPU with fewer cores than proces
 measures contention, not scaling: the figures are a demonstration there, real on GPUs.
 """
 
-import statistics
+import datetime
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from compare import CompareError, parallel, registry
-from compare.bench.timing import plan
+from compare.bench.machine import git_revision, host, versions
+from compare.bench.timing import plan, summarize
 
 
 def _order(twins, opts):
@@ -33,16 +34,9 @@ def _order(twins, opts):
 
 
 def _row(framework, n, seconds, steps, batch, base=None):
-    median = statistics.median(seconds)
-    row = {
-        "framework": framework,
-        "devices": n,
-        "steps_per_s": steps / median,
-        "samples_per_s": steps * batch / median,
-        "min_s": min(seconds),
-        "max_s": max(seconds),
-        "median_s": median,
-    }
+    """The bench's usual figures of one side on ``n`` devices (``seconds[0]``: the warm-up)."""
+    row = {"framework": framework, "devices": n}
+    row.update(summarize(seconds[0], seconds[1:], steps, batch))
     row["efficiency"] = 1.0 if base is None else row["steps_per_s"] / base / n
     return row
 
@@ -72,8 +66,7 @@ def bench(name, n, opts):
             losses, _ = parallel.train_jax_sharded(fresh, order, data_mesh)
             np.asarray(losses)  # on the host: the block is done
             seconds.append(time.perf_counter() - start)
-        row = _row("jax", count, seconds[1:], steps, batch, base.get("jax"))
-        row["warmup_s"] = seconds[0]
+        row = _row("jax", count, seconds, steps, batch, base.get("jax"))
         base.setdefault("jax", row["steps_per_s"])
         rows.append(row)
     for count in counts:  # torch: count ranks
@@ -98,8 +91,7 @@ def bench(name, n, opts):
                 timed = int(f["steps"])
         if timed != steps:  # both sides must time the same block
             raise CompareError(f"bench: the torch ranks timed {timed} steps, JAX {steps}")
-        row = _row("torch", count, seconds[1:], steps, batch, base.get("torch"))
-        row["warmup_s"] = seconds[0]
+        row = _row("torch", count, seconds, steps, batch, base.get("torch"))
         base.setdefault("torch", row["steps_per_s"])
         rows.append(row)
         torch_sizes = sizes
@@ -116,7 +108,10 @@ def bench(name, n, opts):
             "jax": jax.default_backend(),
             "torch": "cuda" if torch.cuda.is_available() else "cpu",
         },
-        "versions": {"jax": jax.__version__, "torch": torch.__version__},
+        "host": host(),
+        "versions": versions(),
+        "git": git_revision(),
+        "date": datetime.date.today().isoformat(),
         "note": (
             "efficiency = steps/s on N devices / steps/s on 1 / N, the global batch fixed; "
             "on a CPU the N devices share its cores (a correctness demo, not a speed-up)"

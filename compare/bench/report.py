@@ -71,7 +71,8 @@ def summary_markdown(results, skipped=None):
 
 
 def write(out_dir, payload, text, results):
-    """``bench.md``, ``bench.png`` and ``bench.json`` (last), through a staging directory."""
+    """``bench.md``, ``bench.png`` and ``bench.json`` (last), through a staging directory;
+    ``results=None`` (``--data-parallel``'s table, nothing per variant to plot): no picture."""
     from compare import plots
     from compare.runs import _check_writable
 
@@ -81,10 +82,11 @@ def write(out_dir, payload, text, results):
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     except OSError as err:
         raise CompareError(f"--out {out_dir}: cannot write there ({err.strerror or err})") from None
-    names = ("bench.md", "bench.png", "bench.json")
+    names = ("bench.md", "bench.png", "bench.json") if results else ("bench.md", "bench.json")
     try:
         (staging / "bench.md").write_text(text)
-        plots.bench_speeds(results, staging / "bench.png")
+        if results:
+            plots.bench_speeds(results, staging / "bench.png")
         (staging / "bench.json").write_text(json.dumps(payload, indent=1))
         out_dir.mkdir(exist_ok=True)
         for name in names:  # bench.json last
