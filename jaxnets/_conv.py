@@ -14,14 +14,15 @@ dimension orders are not): the input gradient is the output gradient, dilated by
 convolved with the flipped kernel; the kernel gradient is the input, batch and features
 swapped, convolved with the output gradient as the kernel. (An im2col convolution, patches
 from strided slices and one matmul, was slower here: 69 steps/s against 99 on the scanned
-``mnist-cnn`` step, one core.)
+``mnist-cnn`` step, one core.) ``Conv`` is ``nnx.Conv`` with it as its
+``conv_general_dilated``: what the tutorials write where torch writes ``nn.Conv2d``.
 
 ``conv_transpose`` (and ``ConvTranspose``, the ``nnx.ConvTranspose`` that uses it: Flax's has
 no hook) is not a convolution over the input dilated by the strides, which is mostly zeros,
 but what that computes: each input pixel times the kernel in one matmul, the products added
-into the output an offset at a time. On dcgan's generator it is 3-5x faster than lax's
-(forward and backward, one core, outside any loop), and inside a scan it has no convolution
-to lose.
+into the output an offset at a time. On dcgan's generator it is 1.6-3.8x faster than lax's
+(forward and backward, one core, outside any loop: ``examples/conv_layers_cpu.py``), and
+inside a scan it has no convolution to lose.
 
 Both hand over to lax at trace time on any other backend (GPU, TPU), where XLA's own
 convolutions go to cuDNN, and for what they do not cover (grouped or kernel-dilated
@@ -288,6 +289,10 @@ def conv_transpose(
     # lax's padding is of the dilated input: here, less the kernel's reach on each side
     crop = [(lo - k + 1, hi - k + 1, 0) for (lo, hi), k in zip(padding, dilated_k, strict=True)]
     return lax.pad(y, zero, [(0, 0, 0), *crop, (0, 0, 0)])  # (batch, *out_size, out_features)
+
+
+# nnx.Conv on this convolution: what the tutorials write where torch writes nn.Conv2d
+Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_general_dilated)
 
 
 class ConvTranspose(nnx.ConvTranspose):

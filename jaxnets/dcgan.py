@@ -17,12 +17,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxnets._conv import ConvTranspose, conv_general_dilated
+# Conv, ConvTranspose: nnx's, with a backward XLA:CPU keeps fast inside a whole-epoch scan
+# (jaxnets/_conv.py); on a GPU, lax's own.
+from jaxnets._conv import Conv, ConvTranspose
 from jaxnets._layers import BatchNorm, binary_cross_entropy
-
-# lax's convolution, with a backward XLA:CPU keeps fast inside a whole-epoch scan
-# (jaxnets/_conv.py; ConvTranspose: nnx.ConvTranspose through it); on a GPU, lax's own.
-Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_general_dilated)
 
 leaky_relu = functools.partial(nnx.leaky_relu, negative_slope=0.2)
 

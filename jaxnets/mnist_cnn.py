@@ -10,20 +10,16 @@ import functools
 import optax
 from flax import nnx
 
-from jaxnets._conv import conv_general_dilated
+from jaxnets._conv import Conv
 
 
 class Model(nnx.Module):
     def __init__(self, *, rngs: nnx.Rngs):
         # torch's Conv2d pads nothing by default; nnx.Conv pads 'SAME' unless told.
-        # conv_general_dilated: lax's convolution, with a backward XLA:CPU keeps fast inside a
+        # Conv: nnx.Conv on lax's convolution with a backward XLA:CPU keeps fast inside a
         # whole-epoch scan (jaxnets/_conv.py); on a GPU, lax's own.
-        self.conv1 = nnx.Conv(
-            1, 10, (5, 5), padding="VALID", conv_general_dilated=conv_general_dilated, rngs=rngs
-        )
-        self.conv2 = nnx.Conv(
-            10, 20, (5, 5), padding="VALID", conv_general_dilated=conv_general_dilated, rngs=rngs
-        )
+        self.conv1 = Conv(1, 10, kernel_size=(5, 5), padding="VALID", rngs=rngs)
+        self.conv2 = Conv(10, 20, kernel_size=(5, 5), padding="VALID", rngs=rngs)
         self.pooling = functools.partial(nnx.max_pool, window_shape=(2, 2), strides=(2, 2))
         self.fc = nnx.Linear(320, 10, rngs=rngs)
 

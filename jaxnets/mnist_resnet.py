@@ -10,11 +10,9 @@ import functools
 import optax
 from flax import nnx
 
-from jaxnets._conv import conv_general_dilated
-
-# conv_general_dilated: lax's convolution, with a backward XLA:CPU keeps fast inside a
-# whole-epoch scan (jaxnets/_conv.py); on a GPU, lax's own.
-Conv = functools.partial(nnx.Conv, conv_general_dilated=conv_general_dilated)
+# Conv: nnx.Conv on lax's convolution with a backward XLA:CPU keeps fast inside a whole-epoch
+# scan (jaxnets/_conv.py); on a GPU, lax's own.
+from jaxnets._conv import Conv
 
 
 class ResidualBlock(nnx.Module):
