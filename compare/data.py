@@ -195,7 +195,7 @@ def sin_to_cos(seed=0, num_steps=100, time_step=10):
     return {"x": np.sin(steps)[:, :, None], "y": np.cos(steps)[:, :, None]}
 
 
-# Lesson E's POS tagger (seeds/002 ch. 7.7): two tagged sentences and one to tag.
+# Lesson E's POS tagger (Wu Maogui, Python深度学习, ch. 7.7): two tagged sentences and one to tag.
 TRAINING_SENTENCES = (
     ("The cat ate the fish".split(), ("DET", "NN", "V", "DET", "NN")),
     ("They read that book".split(), ("NN", "V", "DET", "NN")),
@@ -327,7 +327,7 @@ DATASETS = {
     "flower": flower,
     "quadratic": quadratic,
     "ten-points": ten_points,
-    "mnist": mnist,  # Normalize(0.1307, 0.3081), lesson D's seeds/004
+    "mnist": mnist,  # Normalize(0.1307, 0.3081), lesson D (Liu Er, PyTorch深度学习实践)
     # Normalize([0.5], [0.5]) and flattened to 784, as ch. 3's loop does before the model
     "mnist-half": functools.partial(mnist, normalize=(0.5, 0.5), flatten=True),
     # ToTensor() only, and lesson E's test on the first 2000 test images

@@ -307,7 +307,7 @@ TWO_NETS = (
 TASKS = {
     "regression": Task(
         name="regression",
-        lesson="A: Morvan's PyTorch basics, regression (seeds/000)",
+        lesson="A: Morvan Zhou's PyTorch tutorial 301, regression",
         module="regression",
         dataset="parabola",
         hp=RegressionHP(),
@@ -319,7 +319,7 @@ TASKS = {
     ),
     "classification": Task(
         name="classification",
-        lesson="A: Morvan's PyTorch basics, classification (seeds/000)",
+        lesson="A: Morvan Zhou's PyTorch tutorial 302, classification",
         module="classification",
         dataset="two-clouds",
         hp=ClassificationHP(),
@@ -331,7 +331,7 @@ TASKS = {
     ),
     "optimizers": Task(
         name="optimizers",
-        lesson="A: Morvan's PyTorch basics, optimizers (seeds/000)",
+        lesson="A: Morvan Zhou's PyTorch tutorial 306, optimizers",
         module="optimizers",
         dataset="noisy-parabola",
         hp=OptimizersHP(),
@@ -345,7 +345,8 @@ TASKS = {
     ),
     "flower-logistic": Task(
         name="flower-logistic",
-        lesson="B: logistic regression on the flower data (seeds/001)",
+        lesson="B: Liao Xingyu, 深度学习入门之PyTorch ch. 3, logistic regression on the flower "
+        "data",
         module="flower_logistic",
         dataset="flower",
         hp=FlowerLogisticHP(),
@@ -356,7 +357,7 @@ TASKS = {
     ),
     "flower-net": Task(
         name="flower-net",
-        lesson="B: two-layer net on the flower data (seeds/001)",
+        lesson="B: Liao Xingyu, 深度学习入门之PyTorch ch. 3, two-layer net on the flower data",
         module="flower_net",
         dataset="flower",
         hp=FlowerNetHP(),
@@ -368,7 +369,7 @@ TASKS = {
     ),
     "autograd-fit": Task(
         name="autograd-fit",
-        lesson="C: numpy by hand, autograd, jax.grad (seeds/002 ch. 2.6-2.7)",
+        lesson="C: Wu Maogui, Python深度学习 ch. 2.6-2.7: numpy by hand, autograd, jax.grad",
         module="autograd_fit",
         dataset="quadratic",
         hp=AutogradFitHP(),
@@ -379,7 +380,7 @@ TASKS = {
     ),
     "mnist-mlp": Task(
         name="mnist-mlp",
-        lesson="D: MNIST, five-layer perceptron (seeds/004)",
+        lesson="D: Liu Er's PyTorch course, lecture 9: MNIST, five-layer perceptron",
         module="mnist_mlp",
         dataset="mnist",
         hp=MnistHP(),
@@ -392,7 +393,8 @@ TASKS = {
     ),
     "mnist-mlp-bn": Task(
         name="mnist-mlp-bn",
-        lesson="D: MNIST, batch-normalised net, stepped learning rate (seeds/002 ch. 3)",
+        lesson="D: Wu Maogui, Python深度学习 ch. 3: MNIST, batch-normalised net, stepped "
+        "learning rate",
         module="mnist_mlp_bn",
         dataset="mnist-half",
         hp=MnistBnHP(),
@@ -406,7 +408,7 @@ TASKS = {
     ),
     "mnist-cnn": Task(
         name="mnist-cnn",
-        lesson="D: MNIST, two convolutions and max pooling (seeds/004)",
+        lesson="D: Liu Er's PyTorch course, lecture 10: MNIST, two convolutions and max pooling",
         module="mnist_cnn",
         dataset="mnist",
         hp=MnistHP(),
@@ -419,7 +421,7 @@ TASKS = {
     ),
     "mnist-resnet": Task(
         name="mnist-resnet",
-        lesson="D: MNIST, residual network (seeds/004)",
+        lesson="D: Liu Er's PyTorch course, lecture 11: MNIST, residual network",
         module="mnist_resnet",
         dataset="mnist",
         hp=MnistHP(),
@@ -432,7 +434,7 @@ TASKS = {
     ),
     "mnist-lstm": Task(
         name="mnist-lstm",
-        lesson="E: MNIST rows read by an LSTM (seeds/003)",
+        lesson="E: Morvan Zhou's PyTorch tutorial 402, MNIST rows read by an LSTM",
         module="mnist_lstm",
         dataset="mnist-unit-2k",
         hp=MnistLstmHP(),
@@ -452,7 +454,7 @@ TASKS = {
     ),
     "rnn-sincos": Task(
         name="rnn-sincos",
-        lesson="E: RNN from sin to cos, hidden state carried (seeds/003)",
+        lesson="E: Morvan Zhou's PyTorch tutorial 403: RNN from sin to cos, hidden state carried",
         module="rnn_sincos",
         dataset="sin-to-cos",
         hp=RnnSinCosHP(),
@@ -466,7 +468,7 @@ TASKS = {
     ),
     "pos-tagger": Task(
         name="pos-tagger",
-        lesson="E: part-of-speech tagging with an LSTM (seeds/002 ch. 7.7)",
+        lesson="E: Wu Maogui, Python深度学习 ch. 7.7, part-of-speech tagging with an LSTM",
         module="pos_tagger",
         dataset="tagged-sentences",
         hp=PosTaggerHP(),
@@ -479,7 +481,8 @@ TASKS = {
     ),
     "lstm-forecast": Task(
         name="lstm-forecast",
-        lesson="E: LSTM forecast of a time series (seeds/002 ch. 7.8; CO2 for CSI 300)",
+        lesson="E: Wu Maogui, Python深度学习 ch. 7.8, LSTM forecast of a time series "
+        "(CO2 for CSI 300)",
         module="lstm_forecast",
         dataset="co2-weekly",
         hp=LstmForecastHP(),
@@ -493,7 +496,7 @@ TASKS = {
     ),
     "vae": Task(
         name="vae",
-        lesson="F: variational autoencoder on MNIST (seeds/002 ch. 8.1)",
+        lesson="F: Wu Maogui, Python深度学习 ch. 8.1, variational autoencoder on MNIST",
         module="vae",
         dataset="mnist-pixels",
         hp=VaeHP(),
@@ -508,7 +511,7 @@ TASKS = {
     ),
     "gan": Task(
         name="gan",
-        lesson="F: GAN of fully connected nets on MNIST (seeds/002 ch. 8.2-8.3)",
+        lesson="F: Wu Maogui, Python深度学习 ch. 8.2-8.3, GAN of fully connected nets on MNIST",
         module="gan",
         dataset="mnist-half-train",
         hp=GanHP(),
@@ -523,7 +526,8 @@ TASKS = {
     ),
     "cgan": Task(
         name="cgan",
-        lesson="F: conditional GAN, the digit label joined to z and to the image (seeds/002 ch. 8)",
+        lesson="F: Wu Maogui, Python深度学习 ch. 8: conditional GAN, the digit label joined to z "
+        "and to the image",
         module="cgan",
         dataset="mnist-half-train",
         hp=CganHP(),
@@ -538,7 +542,7 @@ TASKS = {
     ),
     "dcgan": Task(
         name="dcgan",
-        lesson="F: deep convolutional GAN on MNIST (seeds/002 ch. 8)",
+        lesson="F: Wu Maogui, Python深度学习 ch. 8, deep convolutional GAN on MNIST",
         module="dcgan",
         dataset="mnist-half-train-2d",
         hp=DcganHP(),
@@ -554,7 +558,8 @@ TASKS = {
     ),
     "housing-regularization": Task(
         name="housing-regularization",
-        lesson="G: plain, L2, dropout and batch norm on the house prices (seeds/002 ch. 5.3)",
+        lesson="G: Wu Maogui, Python深度学习 ch. 5.3: plain, L2, dropout and batch norm on "
+        "the house prices",
         module="housing_regularization",
         dataset="housing",
         hp=HousingHP(),
@@ -578,8 +583,8 @@ TASKS = {
     ),
     "housing-parallel": Task(
         name="housing-parallel",
-        lesson="G: the lesson's multi-GPU Net1, each batch split over devices "
-        "(seeds/002 ch. 5.7.2)",
+        lesson="G: Wu Maogui, Python深度学习 ch. 5.7.2: the lesson's multi-GPU Net1, each batch "
+        "split over devices",
         module="housing_parallel",
         dataset="housing",
         hp=HousingParallelHP(),
@@ -595,8 +600,8 @@ TASKS = {
     ),
     "optimizers-ch5": Task(
         name="optimizers-ch5",
-        lesson="G: SGD, momentum, NAG, AdaGrad, RMSProp, Adam as the chapter's pseudo-code "
-        "(seeds/002 ch. 5.6)",
+        lesson="G: Wu Maogui, Python深度学习 ch. 5.6: SGD, momentum, NAG, AdaGrad, RMSProp, "
+        "Adam as pseudo-code",
         module="optimizers_ch5",
         dataset="noisy-parabola",
         hp=OptimizersCh5HP(),
@@ -611,7 +616,8 @@ TASKS = {
     ),
     "init-and-activations": Task(
         name="init-and-activations",
-        lesson="G: initialisation, activations and losses, torch and JAX (seeds/002 ch. 5.3-5.5)",
+        lesson="G: Wu Maogui, Python深度学习 ch. 5.3-5.5: initialisation, activations and losses, "
+        "torch and JAX",
         module="init_and_activations",
         dataset="three-clouds",
         hp=InitActivationsHP(),

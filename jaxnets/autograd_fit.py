@@ -1,10 +1,10 @@
 """Fit y = w x^2 + b with jax.grad: the JAX twin of the lesson's autograd chapter.
 
-Lesson C (seeds/002, ch. 2.6 "使用Numpy实现机器学习" and 2.7 "使用Tensor及autograd"): squared
-error summed and halved, plain gradient descent written out by hand (no optax). Where torch's
-``loss.backward()`` fills ``w.grad`` and ``b.grad``, ``jax.grad`` differentiates a pure
-function of the parameter arrays. The lesson's numpy version (ch. 2.6, gradients derived on
-paper) is ``torchref.autograd_fit.fit_by_hand``: the third implementation.
+Lesson C (Wu Maogui, Python深度学习, ch. 2.6 "使用Numpy实现机器学习" and 2.7 "使用Tensor及autograd";
+docs/LESSONS.md): squared error summed and halved, plain gradient descent written out by hand (no
+optax). Where torch's ``loss.backward()`` fills ``w.grad`` and ``b.grad``, ``jax.grad``
+differentiates a pure function of the parameter arrays. The lesson's numpy version (ch. 2.6,
+gradients derived on paper) is ``torchref.autograd_fit.fit_by_hand``: the third implementation.
 """
 
 import jax

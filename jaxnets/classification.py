@@ -1,6 +1,6 @@
 """Classification: two Gaussian clouds told apart by a one-hidden-layer net.
 
-Lesson A (Morvan's PyTorch basics, "区分类型 (分类)"), seeds/000.
+Lesson A (Morvan Zhou, PyTorch-Tutorial 302_classification.py, "区分类型 (分类)"; docs/LESSONS.md).
 """
 
 import optax

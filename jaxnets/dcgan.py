@@ -1,11 +1,11 @@
 """Deep convolutional GAN: transposed convolutions forge 28x28 digits, convolutions judge them.
 
-Lesson F (seeds/002 ch. 8; the layout of PyTorch's DCGAN example, sized for 28x28; ngf = ndf
-= 16 here, 64 there): ``Generator`` z (100) as a 1x1 image -> ConvTranspose2d(100, 2 ngf, 7)
-7x7 -> BatchNorm2d, ReLU -> ConvTranspose2d(2 ngf, ngf, 4, stride 2, padding 1) 14x14 ->
-BatchNorm2d, ReLU -> ConvTranspose2d(ngf, 1, 4, 2, 1) 28x28 -> Tanh; ``Discriminator``
-Conv2d(1, ndf, 4, 2, 1) 14x14 -> LeakyReLU(0.2) -> Conv2d(ndf, 2 ndf, 4, 2, 1) 7x7 ->
-BatchNorm2d, LeakyReLU(0.2) -> Conv2d(2 ndf, 1, 7) 1x1 -> Sigmoid; no biases, as the example.
+Lesson F (Wu Maogui, Python深度学习, ch. 8; the layout of PyTorch's DCGAN example, sized for 28x28;
+ngf = ndf = 16 here, 64 there; docs/LESSONS.md): ``Generator`` z (100) as a 1x1 image ->
+ConvTranspose2d(100, 2 ngf, 7) 7x7 -> BatchNorm2d, ReLU -> ConvTranspose2d(2 ngf, ngf, 4, stride 2,
+padding 1) 14x14 -> BatchNorm2d, ReLU -> ConvTranspose2d(ngf, 1, 4, 2, 1) 28x28 -> Tanh;
+``Discriminator`` Conv2d(1, ndf, 4, 2, 1) 14x14 -> LeakyReLU(0.2) -> Conv2d(ndf, 2 ndf, 4, 2, 1) 7x7
+-> BatchNorm2d, LeakyReLU(0.2) -> Conv2d(2 ndf, 1, 7) 1x1 -> Sigmoid; no biases, as the example.
 ``BCELoss``, Adam lr 2e-4 betas (0.5, 0.999) for each net, batch 100, images in [-1, 1].
 Trained as ``gan``: one G(z) per step, its fakes detached for D's step, then reused for G's.
 """

@@ -1,9 +1,9 @@
 """The lesson's multi-GPU example: ``Net1`` on the house prices, each batch split over devices.
 
-Lesson G (seeds/002 ch. 5.7.2): ``Net1`` with ``layer1`` Linear(12, 16), ``layer2``
-Linear(16, 32), ``layer3`` Linear(32, 1), each in a ``Sequential``, ReLU after the first two
-(12 inputs: the B column is dropped); batch 128, shuffled. The lesson wraps it in
-``nn.DataParallel`` on two GPUs; in JAX nothing in the model changes: the batch is sharded
+Lesson G (Wu Maogui, Python深度学习, ch. 5.7.2; docs/LESSONS.md): ``Net1`` with ``layer1``
+Linear(12, 16), ``layer2`` Linear(16, 32), ``layer3`` Linear(32, 1), each in a ``Sequential``, ReLU
+after the first two (12 inputs: the B column is dropped); batch 128, shuffled. The lesson wraps it
+in ``nn.DataParallel`` on two GPUs; in JAX nothing in the model changes: the batch is sharded
 over a ``Mesh`` of devices and XLA splits this same jitted step (the mean over the batch
 becomes an all-reduce, ``compare/parallel.py``). Adam lr 0.01 and MSE, as
 ``housing_regularization`` (the lesson's own code is lost).

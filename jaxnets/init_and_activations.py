@@ -1,7 +1,8 @@
 """Initialisation, activation functions and losses: torch's, written in JAX, and a net using them.
 
-Lesson G (seeds/002 ch. 5.3.4 weight initialisation, 5.4 activation functions, 5.5 loss
-functions; the chapter's code listings are lost, its prose names the schemes and functions).
+Lesson G (Wu Maogui, Python深度学习, ch. 5.3.4 weight initialisation, 5.4 activation functions, 5.5
+loss functions; the chapter's code listings are lost, its prose names the schemes and functions;
+docs/LESSONS.md).
 
 - ``INITIALIZERS``, ``ACTIVATIONS``, ``LOSSES``, ``default_linear``, ``default_conv``: the
   JAX twin of each of torch's schemes and functions, under torch's keys

@@ -1,8 +1,8 @@
 """MNIST with two convolutions and max pooling.
 
-Lesson D (seeds/004, the second example): ``conv1`` Conv2d(1, 10, 5), ``conv2`` Conv2d(10, 20,
-5), ``pooling`` MaxPool2d(2), ``fc`` Linear(320, 10); relu(pool(conv(x))) twice, flatten, fc.
-Trained like ``mnist_mlp``.
+Lesson D (Liu Er, PyTorch深度学习实践, lecture 10 "卷积神经网络（基础篇）"; docs/LESSONS.md):
+``conv1`` Conv2d(1, 10, 5), ``conv2`` Conv2d(10, 20, 5), ``pooling`` MaxPool2d(2), ``fc``
+Linear(320, 10); relu(pool(conv(x))) twice, flatten, fc. Trained like ``mnist_mlp``.
 """
 
 import functools

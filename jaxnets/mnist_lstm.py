@@ -1,9 +1,9 @@
 """MNIST read row by row by an LSTM.
 
-Lesson E (seeds/003, Morvan's "RNN 循环神经网络 (分类)"): ``RNN`` with ``rnn`` LSTM(28, 64, one
-layer, batch_first) and ``out`` Linear(64, 10) on the last time step. Each 28x28 image is 28
-time steps of 28 pixels in [0, 1] (``ToTensor()`` only); Adam lr 0.01, batch 64, one epoch,
-CrossEntropyLoss; tested on the first 2000 test images.
+Lesson E (Morvan Zhou, PyTorch-Tutorial 402_RNN_classifier.py, "RNN 循环神经网络 (分类)";
+docs/LESSONS.md): ``RNN`` with ``rnn`` LSTM(28, 64, one layer, batch_first) and ``out`` Linear(64,
+10) on the last time step. Each 28x28 image is 28 time steps of 28 pixels in [0, 1] (``ToTensor()``
+only); Adam lr 0.01, batch 64, one epoch, CrossEntropyLoss; tested on the first 2000 test images.
 """
 
 import optax

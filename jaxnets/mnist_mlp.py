@@ -1,8 +1,8 @@
 """MNIST with a five-layer perceptron.
 
-Lesson D (seeds/004, the first example): ``Model`` with ``linear1..linear5``
-784-512-256-128-64-10, ReLU, CrossEntropyLoss, SGD lr 0.01 momentum 0.5, batch 64, 10 epochs,
-``Normalize((0.1307,), (0.3081,))``.
+Lesson D (Liu Er, PyTorch深度学习实践, lecture 9 "多分类问题"; docs/LESSONS.md): ``Model`` with
+``linear1..linear5`` 784-512-256-128-64-10, ReLU, CrossEntropyLoss, SGD lr 0.01 momentum 0.5, batch
+64, 10 epochs, ``Normalize((0.1307,), (0.3081,))``.
 """
 
 import optax

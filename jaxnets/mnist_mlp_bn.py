@@ -1,9 +1,9 @@
 """MNIST with a three-layer net and batch normalisation, learning rate cut every 5 epochs.
 
-Lesson D (seeds/002 ch. 3.2 and 3.7): ``Net(784, 300, 100, 10)``, ``layer1`` and ``layer2``
-Sequential(Linear, BatchNorm1d), ``layer3`` Sequential(Linear), ReLU after the first two;
-SGD lr 0.01 momentum 0.5, batch 64, 20 epochs, ``Normalize([0.5], [0.5])``. The lesson cuts
-the learning rate by 10 at the start of epochs 0, 5, 10, 15; optax says the same as a
+Lesson D (Wu Maogui, Python深度学习, ch. 3.2 and 3.7; docs/LESSONS.md): ``Net(784, 300, 100, 10)``,
+``layer1`` and ``layer2`` Sequential(Linear, BatchNorm1d), ``layer3`` Sequential(Linear), ReLU after
+the first two; SGD lr 0.01 momentum 0.5, batch 64, 20 epochs, ``Normalize([0.5], [0.5])``. The
+lesson cuts the learning rate by 10 at the start of epochs 0, 5, 10, 15; optax says the same as a
 schedule counted in steps.
 """
 

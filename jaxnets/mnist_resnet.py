@@ -1,8 +1,9 @@
 """MNIST with a small residual network.
 
-Lesson D (seeds/004 names it, the course's standard code): ``conv1`` Conv2d(1, 16, 5),
-``conv2`` Conv2d(16, 32, 5), ``mp`` MaxPool2d(2), ``rblock1`` ResidualBlock(16), ``rblock2``
-ResidualBlock(32), ``fc`` Linear(512, 10). Trained like ``mnist_mlp``.
+Lesson D (Liu Er, PyTorch深度学习实践, lecture 11 "卷积神经网络（高级篇）", the course's standard
+code; docs/LESSONS.md): ``conv1`` Conv2d(1, 16, 5), ``conv2`` Conv2d(16, 32, 5), ``mp``
+MaxPool2d(2), ``rblock1`` ResidualBlock(16), ``rblock2`` ResidualBlock(32), ``fc`` Linear(512, 10).
+Trained like ``mnist_mlp``.
 """
 
 import functools

@@ -1,7 +1,7 @@
 """Optimizers: SGD, momentum, RMSprop and Adam race on the same regression.
 
-Lesson A (Morvan's PyTorch basics, "优化器"), seeds/000. Four copies of one ``Net``, one
-optimizer each, trained on the same shuffled mini-batches.
+Lesson A (Morvan Zhou, PyTorch-Tutorial 306_optimizer.py, "优化器"; docs/LESSONS.md). Four copies of
+one ``Net``, one optimizer each, trained on the same shuffled mini-batches.
 """
 
 import jax.numpy as jnp

@@ -1,11 +1,11 @@
 """The chapter's optimizers: SGD, momentum, NAG, AdaGrad, RMSProp and Adam on one regression.
 
-Lesson G (seeds/002 ch. 5.6, the pseudo-code of 5.6.1-5.6.5) on lesson A's noisy parabola
-(1,000 points: the pseudo-code's m = 1000, batch_size = 10), with lesson A's ``Net``. Six
-copies of one net, from the same weights, one optimizer each, on the same mini-batches; lr
-0.01 for all, torch's default decay rates and eps (the chapter names none), 12 epochs. The
-optax twin of each ``torch.optim`` rule; optax has none for torch's Adagrad (its ``adagrad``
-starts the accumulator at 0.1 and puts eps inside the root): ``jaxnets._optim.adagrad``.
+Lesson G (Wu Maogui, Python深度学习, ch. 5.6, the pseudo-code of 5.6.1-5.6.5; docs/LESSONS.md) on
+lesson A's noisy parabola (1,000 points: the pseudo-code's m = 1000, batch_size = 10), with lesson
+A's ``Net``. Six copies of one net, from the same weights, one optimizer each, on the same
+mini-batches; lr 0.01 for all, torch's default decay rates and eps (the chapter names none), 12
+epochs. The optax twin of each ``torch.optim`` rule; optax has none for torch's Adagrad (its
+``adagrad`` starts the accumulator at 0.1 and puts eps inside the root): ``jaxnets._optim.adagrad``.
 The chapter's own pseudo-code, in numpy, is ``torchref.optimizers_ch5.numpy_by_hand``.
 """
 

@@ -1,9 +1,10 @@
 """Part-of-speech tagging with an LSTM.
 
-Lesson E (seeds/002 ch. 7.7, after the PyTorch tutorial "Sequence Models and LSTM Networks"):
-``LSTMTagger`` with ``word_embeddings`` Embedding(9, 10), ``lstm`` LSTM(10, 3) reading the
-sentence time-major (torch's default), ``hidden2tag`` Linear(3, 3), log_softmax; NLLLoss, SGD
-lr 0.1, 300 epochs over the two tagged sentences, one sentence per step, in order.
+Lesson E (Wu Maogui, Python深度学习, ch. 7.7, after the PyTorch tutorial "Sequence Models and LSTM
+Networks"; docs/LESSONS.md): ``LSTMTagger`` with ``word_embeddings`` Embedding(9, 10), ``lstm``
+LSTM(10, 3) reading the sentence time-major (torch's default), ``hidden2tag`` Linear(3, 3),
+log_softmax; NLLLoss, SGD lr 0.1, 300 epochs over the two tagged sentences, one sentence per step,
+in order.
 
 ``compare`` pads the shorter sentence and marks its padding with ``IGNORE_INDEX``, which
 NLLLoss skips; an LSTM reads left to right, so a sentence's scores ignore what follows it.

@@ -1,10 +1,10 @@
 """An RNN that reads sin and predicts cos, its hidden state carried from step to step.
 
-Lesson E (seeds/003, Morvan's "RNN 循环神经网络 (回归)"): ``RNN`` with ``rnn`` RNN(1, 32, tanh,
-batch_first) and ``out`` Linear(32, 1) applied at every time step. Step k reads sin at 10
-points of linspace(k pi, (k + 1) pi) and predicts cos there; Adam lr 0.02, MSE, 100 steps. The
-hidden state of one step is the initial state of the next, cut from the graph (``h_state =
-h_state.data``): truncated backpropagation through time.
+Lesson E (Morvan Zhou, PyTorch-Tutorial 403_RNN_regressor.py, "RNN 循环神经网络 (回归)";
+docs/LESSONS.md): ``RNN`` with ``rnn`` RNN(1, 32, tanh, batch_first) and ``out`` Linear(32, 1)
+applied at every time step. Step k reads sin at 10 points of linspace(k pi, (k + 1) pi) and predicts
+cos there; Adam lr 0.02, MSE, 100 steps. The hidden state of one step is the initial state of the
+next, cut from the graph (``h_state = h_state.data``): truncated backpropagation through time.
 """
 
 import jax.numpy as jnp

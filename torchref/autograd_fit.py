@@ -1,9 +1,9 @@
 """Fit y = w x^2 + b with torch autograd, and by hand in numpy.
 
-Lesson C (seeds/002, ch. 2.6 "使用Numpy实现机器学习" and 2.7 "使用Tensor及autograd"): squared
-error summed and halved, plain gradient descent written out by hand (no torch.optim).
-``loss.backward()`` fills ``w.grad`` and ``b.grad``; the JAX twin uses ``jax.grad``. The
-lesson's numpy version (ch. 2.6, gradients derived on paper) is ``fit_by_hand`` below: the
+Lesson C (Wu Maogui, Python深度学习, ch. 2.6 "使用Numpy实现机器学习" and 2.7 "使用Tensor及autograd";
+docs/LESSONS.md): squared error summed and halved, plain gradient descent written out by hand (no
+torch.optim). ``loss.backward()`` fills ``w.grad`` and ``b.grad``; the JAX twin uses ``jax.grad``.
+The lesson's numpy version (ch. 2.6, gradients derived on paper) is ``fit_by_hand`` below: the
 third implementation.
 """
 

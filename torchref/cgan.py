@@ -1,10 +1,11 @@
 """Conditional GAN: the GAN of ``gan.py`` told which digit to forge and which digit it judges.
 
-Lesson F (seeds/002 ch. 8): each net embeds the digit label (``label_emb``, Embedding(10, 10))
-and joins it to its input: ``Generator`` z (64) + label (10) -> 256 ReLU -> 256 ReLU -> 784
-Tanh; ``Discriminator`` image (784) + label (10) -> 256 LeakyReLU(0.2) -> 256 LeakyReLU(0.2)
--> 1 Sigmoid. Trained as ``gan``: real images with their labels are 1; fakes, forged for
-labels drawn at random, are 0 for D (detached) and 1 for G. The picture: one row per digit.
+Lesson F (Wu Maogui, Python深度学习, ch. 8; docs/LESSONS.md): each net embeds the digit label
+(``label_emb``, Embedding(10, 10)) and joins it to its input: ``Generator`` z (64) + label (10) ->
+256 ReLU -> 256 ReLU -> 784 Tanh; ``Discriminator`` image (784) + label (10) -> 256 LeakyReLU(0.2)
+-> 256 LeakyReLU(0.2) -> 1 Sigmoid. Trained as ``gan``: real images with their labels are 1; fakes,
+forged for labels drawn at random, are 0 for D (detached) and 1 for G. The picture: one row per
+digit.
 """
 
 import torch

@@ -1,7 +1,8 @@
 """Logistic regression on the two-petal "flower" data (it cannot separate them).
 
-Lesson B (logistic regression to a two-layer net), seeds/001: ``w = randn(2, 1)``, ``b = 0``,
-``logistic_regression(x) = x @ w + b``, BCEWithLogitsLoss, SGD lr 0.1.
+Lesson B (Liao Xingyu, 深度学习入门之PyTorch, ch. 3: logistic regression to a two-layer net;
+docs/LESSONS.md): ``w = randn(2, 1)``, ``b = 0``, ``logistic_regression(x) = x @ w + b``,
+BCEWithLogitsLoss, SGD lr 0.1.
 """
 
 import torch

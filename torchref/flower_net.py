@@ -1,9 +1,9 @@
 """A two-layer tanh net on the "flower" data (it separates the petals).
 
-Lesson B (logistic regression to a two-layer net), seeds/001. The lesson writes the same
-2 -> 4 tanh -> 1 net three ways: raw parameters (``two_network``), ``nn.Sequential``
-(``seq_net``) and an ``nn.Module`` (``module_net``, whose state dict it saves). All three are
-here; the Module is the one the task trains.
+Lesson B (Liao Xingyu, 深度学习入门之PyTorch, ch. 3: logistic regression to a two-layer net;
+docs/LESSONS.md). The lesson writes the same 2 -> 4 tanh -> 1 net three ways: raw parameters
+(``two_network``), ``nn.Sequential`` (``seq_net``) and an ``nn.Module`` (``module_net``, whose state
+dict it saves). All three are here; the Module is the one the task trains.
 """
 
 import torch

@@ -1,10 +1,10 @@
 """Generative adversarial net: one fully connected net forges digits, another judges them.
 
-Lesson F (seeds/002 ch. 8.2-8.3): ``D`` Linear(784, 256), LeakyReLU(0.2), Linear(256, 256),
-LeakyReLU(0.2), Linear(256, 1), Sigmoid; ``G`` Linear(64, 256), ReLU, Linear(256, 256), ReLU,
-Linear(256, 784), Tanh; ``BCELoss``; Adam lr 2e-4 for each net; batch 100; images
-``Normalize([0.5], [0.5])`` into tanh's range [-1, 1]. Each step: D learns to call the real
-images 1 and G's fakes 0 (the fakes detached: D's step must not reach into G), then G learns to
+Lesson F (Wu Maogui, Python深度学习, ch. 8.2-8.3; docs/LESSONS.md): ``D`` Linear(784, 256),
+LeakyReLU(0.2), Linear(256, 256), LeakyReLU(0.2), Linear(256, 1), Sigmoid; ``G`` Linear(64, 256),
+ReLU, Linear(256, 256), ReLU, Linear(256, 784), Tanh; ``BCELoss``; Adam lr 2e-4 for each net; batch
+100; images ``Normalize([0.5], [0.5])`` into tanh's range [-1, 1]. Each step: D learns to call the
+real images 1 and G's fakes 0 (the fakes detached: D's step must not reach into G), then G learns to
 make the updated D call the same fakes 1.
 """
 

@@ -1,7 +1,8 @@
 """Initialisation, activation functions and losses as torch has them, and a net that uses them.
 
-Lesson G (seeds/002 ch. 5.3.4 weight initialisation, 5.4 activation functions, 5.5 loss
-functions; the chapter's code listings are lost, its prose names the schemes and functions).
+Lesson G (Wu Maogui, Python深度学习, ch. 5.3.4 weight initialisation, 5.4 activation functions, 5.5
+loss functions; the chapter's code listings are lost, its prose names the schemes and functions;
+docs/LESSONS.md).
 
 - ``INITIALIZERS``, ``ACTIVATIONS``, ``LOSSES``, ``default_linear``, ``default_conv``: each
   scheme and function of the chapter as torch writes it, under the same keys as its twin in

@@ -1,10 +1,10 @@
 """The chapter's optimizers: SGD, momentum, NAG, AdaGrad, RMSProp and Adam on one regression.
 
-Lesson G (seeds/002 ch. 5.6, the pseudo-code of 5.6.1-5.6.5) on lesson A's noisy parabola
-(1,000 points: the pseudo-code's m = 1000, batch_size = 10), with lesson A's ``Net``. Six
-copies of one net, from the same weights, one ``torch.optim`` optimizer each, on the same
-mini-batches; lr 0.01 for all, torch's default decay rates and eps (the chapter names none),
-12 epochs. ``numpy_by_hand`` below is the chapter's pseudo-code itself, in numpy with
+Lesson G (Wu Maogui, Python深度学习, ch. 5.6, the pseudo-code of 5.6.1-5.6.5; docs/LESSONS.md) on
+lesson A's noisy parabola (1,000 points: the pseudo-code's m = 1000, batch_size = 10), with lesson
+A's ``Net``. Six copies of one net, from the same weights, one ``torch.optim`` optimizer each, on
+the same mini-batches; lr 0.01 for all, torch's default decay rates and eps (the chapter names
+none), 12 epochs. ``numpy_by_hand`` below is the chapter's pseudo-code itself, in numpy with
 gradients derived on paper (as ch. 2.6 does): the third implementation.
 """
 

@@ -1,6 +1,7 @@
 """Regression: fit y = x^2 + noise with a one-hidden-layer net.
 
-Lesson A (Morvan's PyTorch basics, "关系拟合 (回归)"), seeds/000.
+Lesson A (Morvan Zhou, PyTorch-Tutorial 301_regression.py, "关系拟合 (回归)"; the quick build:
+303_build_nn_quickly.py; docs/LESSONS.md).
 """
 
 import torch

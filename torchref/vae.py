@@ -1,9 +1,9 @@
 """Variational autoencoder: MNIST digits through a 20-number latent space that is kept normal.
 
-Lesson F (seeds/002 ch. 8.1.3): ``VAE`` with ``fc1`` Linear(784, 400) and ReLU, ``fc2`` and
-``fc3`` Linear(400, 20) (mu and log_var), ``fc4`` Linear(20, 400) and ReLU, ``fc5``
-Linear(400, 784) and sigmoid. z = mu + exp(log_var / 2) * eps with eps ~ N(0, I): the text's
-formula 8.1 prints exp(log_var), its code (``reparameterize``) takes the standard deviation.
+Lesson F (Wu Maogui, Python深度学习, ch. 8.1.3; docs/LESSONS.md): ``VAE`` with ``fc1`` Linear(784,
+400) and ReLU, ``fc2`` and ``fc3`` Linear(400, 20) (mu and log_var), ``fc4`` Linear(20, 400) and
+ReLU, ``fc5`` Linear(400, 784) and sigmoid. z = mu + exp(log_var / 2) * eps with eps ~ N(0, I): the
+text's formula 8.1 prints exp(log_var), its code (``reparameterize``) takes the standard deviation.
 Loss: BCE summed over pixels and batch plus the KL divergence from N(0, I); Adam lr 1e-3,
 batch 128, 30 epochs, pixels in [0, 1] (``ToTensor()`` alone: they are BCE's targets).
 """

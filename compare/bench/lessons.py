@@ -20,15 +20,15 @@ class Lesson:
 
 
 LESSONS = {
-    # seeds/004: ToTensor(), Normalize((0.1307,), (0.3081,)), DataLoader(shuffle=True, 64)
+    # Liu Er, lectures 9-11: ToTensor(), Normalize((0.1307,), (0.3081,)), DataLoader(shuffle, 64)
     "mnist": Lesson("mnist", mean=0.1307, std=0.3081),
-    # seeds/002 ch. 3: Normalize([0.5], [0.5]); the loop does img.view(img.size(0), -1)
+    # Wu Maogui ch. 3: Normalize([0.5], [0.5]); the loop does img.view(img.size(0), -1)
     "mnist-half": Lesson("mnist", mean=0.5, std=0.5, flatten=True),
-    # seeds/000 optimizers: Data.DataLoader(TensorDataset(x, y), BATCH_SIZE, shuffle, workers=2)
+    # Morvan Zhou 306_optimizer.py: DataLoader(TensorDataset(x, y), BATCH_SIZE, shuffle, workers=2)
     "noisy-parabola": Lesson("tensors", num_workers=2),
-    # seeds/003 (mnist-lstm): ToTensor() only, b_x.view(-1, 28, 28) inside the model
+    # Morvan Zhou 402_RNN_classifier.py: ToTensor() only, b_x.view(-1, 28, 28) inside the model
     "mnist-unit-2k": Lesson("mnist"),
-    # seeds/002 ch. 8: the VAE's ToTensor() pixels, the GANs' Normalize([0.5], [0.5]), flattened
+    # Wu Maogui ch. 8: the VAE's ToTensor() pixels, the GANs' Normalize([0.5], [0.5]), flattened
     # by the loop (DCGAN keeps the images)
     "mnist-pixels": Lesson("mnist", flatten=True),
     "mnist-half-train": Lesson("mnist", mean=0.5, std=0.5, flatten=True),
