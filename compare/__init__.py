@@ -1,49 +1,26 @@
 """Train the twin implementations on the same data and prove, in numbers, that they agree.
 
-``compare.check(torch_model, flax_model, ...)`` does for a user's own port what ``parity``
-does for the tutorials (``compare.toolkit``); ``compare.optim.to_optax`` and
-``compare.port.torch_to_nnx`` / ``nnx_to_torch`` are its parts. Importing ``compare`` loads
-neither torch nor JAX: each is imported where it is used.
+The public surface, re-exported here: ``compare.check(torch_model, flax_model, ...)`` does for
+a user's own port what ``parity`` does for the tutorials, and ``CompareError`` is what every
+bad input ends in; ``compare.optim.to_optax``, ``compare.port.torch_to_nnx`` /
+``nnx_to_torch`` and ``compare.data.load`` are public at their own paths.
+
+The rooms, bottom to top (tests/test_layout.py keeps them): ``errors``, ``diff``, ``arrays``,
+``files``, ``port``, ``optim``; ``toolkit/`` (the lockstep engine, ``check``, the traps, the
+spec files), which knows no tutorial; ``tutorials/`` (registry, data, the twins, ``run``,
+``parity``, pictures); ``parallel/`` and ``bench/``, engines beside them; ``cli`` and
+``printing`` in front. Importing ``compare`` loads neither torch nor JAX: ``check`` is
+imported when it is first asked for.
 """
 
+from compare.errors import CompareError
 
-class CompareError(Exception):
-    """Bad input or a failed run: the message is one line meant for the user."""
+__all__ = ["CompareError", "check"]
 
 
-def check(
-    torch_model,
-    flax_model,
-    *,
-    batches,
-    torch_loss,
-    flax_loss,
-    torch_optimizer,
-    optax_tx=None,
-    steps=None,
-    dtype="float64",
-    to_flax=None,
-    tolerance=None,
-    **options,
-):
-    """Check ``flax_model`` (Flax NNX) against ``torch_model`` in float64 lockstep and return
-    a report (``compare.toolkit.Report``; ``to_json()`` has ``parity --json``'s fields plus
-    ``forward_rel_diff``, ``grad_rel_diff`` and ``first_divergence``). ``options``:
-    ``scheduler``, ``torch_step`` / ``flax_step``, ``dropout``, ``seed``, ``progress``; see
-    ``compare.toolkit.check`` for every argument."""
-    from compare.toolkit import check as run_check
+def __getattr__(name):
+    if name == "check":  # torch and JAX load with it
+        from compare.toolkit.check import check
 
-    return run_check(
-        torch_model,
-        flax_model,
-        batches=batches,
-        torch_loss=torch_loss,
-        flax_loss=flax_loss,
-        torch_optimizer=torch_optimizer,
-        optax_tx=optax_tx,
-        steps=steps,
-        dtype=dtype,
-        to_flax=to_flax,
-        tolerance=tolerance,
-        **options,
-    )
+        return check
+    raise AttributeError(f"module 'compare' has no attribute {name!r}")

@@ -1,5 +1,8 @@
+"""``python -m compare``: the command line (``compare.cli``)."""
+
 import sys
 
 from compare.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,5 @@
 """``python -m compare`` (also installed as ``twinnets``): list, run, parity, check, bench,
-convert.
+convert. The parser and the dispatch; what each verb prints is ``compare.printing``'s.
 
 Every failure the user can cause ends with one line on stderr and exit status 2; ``parity``
 and ``check`` exit 1 when the two sides disagree beyond the tolerance.
@@ -10,7 +10,10 @@ import json
 import sys
 from pathlib import Path
 
-from compare import CompareError, registry
+from compare import printing
+from compare.errors import CompareError
+from compare.parallel import policy
+from compare.tutorials import registry
 
 
 def _seed(text):
@@ -32,9 +35,7 @@ def _overrides(pairs):
 
 def _data_parallel_row(task):
     """``list``'s word on ``--data-parallel``: whether the task can, why not, and a caveat."""
-    from compare import parallel
-
-    reason = parallel.why_not(task)
+    reason = policy.why_not(task)
     row = {"supported": reason is None, "why_not": reason}
     if reason is None and task.batchnorm:
         row["note"] = (
@@ -60,36 +61,13 @@ def cmd_list(args):
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        table = [("task", "dataset", "tiers", "lesson")]
-        table += [
-            (r["name"], r["dataset"], ",".join(map(str, r["tiers"])), r["lesson"]) for r in rows
-        ]
-        widths = [max(len(row[i]) for row in table) for i in range(3)]  # the last column is free
-        for row in table:
-            print(
-                "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True))
-                + "  "
-                + row[3]
-            )
-        print("\n--data-parallel N:")
-        width = widths[0]
-        for r in rows:
-            dp = r["data_parallel"]
-            word = "yes" if dp["supported"] else f"no: {dp['why_not']}"
-            if dp.get("note"):
-                word += f" ({dp['note']})"
-            print(f"  {r['name']:<{width}}  {word}")
+        printing.task_list(rows)
     return 0
 
 
 def cmd_run(args):
-    from compare import runs
-    from compare.twins import with_overrides
-
     task = registry.get(args.task)
-    hp = with_overrides(task.hp, _overrides(args.set))
-    result = runs.run(
-        task.name,
+    options = dict(
         download=args.download,
         epochs=args.epochs,
         seed=args.seed,
@@ -97,37 +75,22 @@ def cmd_run(args):
         init_from=args.init_from,
         out=args.out,
         quick=args.quick,
-        hp=hp,
+        hp=registry.with_overrides(task.hp, _overrides(args.set)),
         progress=not args.no_progress,
-        data_parallel=_data_parallel(args, task),
     )
+    n = _data_parallel(args, task)
+    if n is None:
+        from compare.tutorials import runs
+
+        result = runs.run(task.name, **options)
+    else:
+        from compare.parallel import fields
+
+        result = fields.run(task.name, n, **options)
     if args.json:
         print(json.dumps(result))
     else:
-        head = f"{result['task']}: {result['epochs']} epochs, {result['steps']} steps"
-        print(f"{head} on {result['dataset']}")
-        for side in ("torch", "jax"):
-            r = result[side]
-            shown = {k: v for k, v in r["metrics"].items() if k != "per_epoch"}
-            print(f"  {side:<5} {json.dumps(shown)}  ({r['train_seconds']:.2f} s training)")
-        for sentence in result.get("tags", {}).get("torch", {}):
-            tags = {side: " ".join(result["tags"][side][sentence]) for side in ("torch", "jax")}
-            print(f"  {sentence!r}: torch {tags['torch']}, jax {tags['jax']}")
-        if "numpy_by_hand" in result:
-            _print_by_hand(result["numpy_by_hand"])
-        if "equivalences" in result:
-            from compare import equivalences
-
-            table = result["equivalences"]
-            verdict = "all equal" if table["passed"] else "NOT ALL EQUAL"
-            print(f"  equivalences, torch and JAX ({table['dtype']}): {verdict}")
-            print("\n".join(equivalences.lines(table)))
-        if "noise" in result:
-            print(f"  noise: {result['noise']}")
-        if "data_parallel" in result:
-            _print_split(result["data_parallel"])
-        diff = result["loss_max_abs_diff"]
-        print(f"  largest loss difference {diff:.3g}; wrote {result['out_dir']}/")
+        printing.run(result)
     return 0
 
 
@@ -139,99 +102,34 @@ def _data_parallel(args, task):
     return n
 
 
-def _print_split(split):
-    """How each global batch was split: once, as the lesson prints its 64 + 64 of 128."""
-    n, batch = split["n"], split["global_batch"]
-    jax_sizes = " + ".join(map(str, split["jax_device_batches"]))
-    torch_sizes = " + ".join(map(str, split["torch_rank_batches"]))
-    print(f"  data-parallel over {n} devices; the first global batch of {batch}:")
-    print(f"    jax   {jax_sizes} on {', '.join(split['jax_devices'])} (one mesh, sharded)")
-    print(f"    torch {torch_sizes} on {split['torch']}")
-    for key in ("replicated_note", "batchnorm_note"):
-        if key in split:
-            print(f"    {split[key]}")
-    if "lesson_nn_DataParallel" in split:
-        print(f"    {split['lesson_nn_DataParallel']['note']}")
-
-
-def _print_by_hand(by_hand):
-    """The lesson's numpy version against torch in float64, and why each part differs."""
-    vs = by_hand["vs_torch_float64"]
-    print(f"  numpy by hand: final loss {json.dumps(by_hand['final_loss'])}")
-    loss, params = vs["loss_max_rel_diff"], vs["param_max_rel_diff"]
-    if not isinstance(loss, dict):
-        loss, params = {"": loss}, {"": params}
-    notes = by_hand.get("notes", {})
-    for name in loss:
-        label = f"{name}: " if name else ""
-        print(
-            f"    {label}vs torch (float64): losses {loss[name]:.1e}, parameters "
-            f"{params[name]:.1e}" + (f"; {notes[name]}" if name in notes else "")
-        )
-
-
 def cmd_parity(args):
-    from compare import parity
-    from compare.twins import with_overrides
-
     task = registry.get(args.task)
-    hp = with_overrides(task.hp, _overrides(args.set))
-    result = parity.lockstep(
-        task.name,
+    options = dict(
         dtype=args.dtype,
         steps=args.steps,
         init_from=args.init_from,
         seed=args.seed,
-        hp=hp,
+        hp=registry.with_overrides(task.hp, _overrides(args.set)),
         progress=not args.no_progress and not args.json,
         data_dir=args.data_dir,
-        data_parallel=args.data_parallel,
     )
+    if args.data_parallel is None:
+        from compare.tutorials import parity
+
+        result = parity.lockstep(task.name, **options)
+    else:
+        from compare.parallel import fields
+
+        result = fields.parity(task.name, args.data_parallel, **options)
     if args.json:
         print(json.dumps(result))
     else:
-        verdict = "PASSED" if result["passed"] else "FAILED"
-        where = f" on {result['data_parallel']} devices" if "data_parallel" in result else ""
-        print(
-            f"{result['task']} {result['dtype']} lockstep{where} over {result['steps']} steps: "
-            f"{verdict}"
-        )
-        for key in (
-            "loss_max_rel_diff",
-            "param_max_rel_diff",
-            "forward_max_rel_diff",
-            "grad_max_rel_diff",
-        ):
-            print(f"  {key:<22} {result[key]:.3e}")
-        print(f"  {'tolerance':<22} {result['tolerance']:.1e}")
-        bound = result["bound"]
-        if bound["kind"] == "sensitivity":
-            print(
-                f"  {'':<22} = {bound['factor']:g} x self-divergence "
-                f"{bound['self_divergence']:.2e} (chaotic trajectory; floor {bound['floor']:.0e})"
-            )
-        if "samples_max_rel_diff" in result:
-            print(f"  {'samples_max_rel_diff':<22} {result['samples_max_rel_diff']:.3e}")
-        if "test_predictions_differ" in result:
-            print(f"  {'test predictions differ':<22} {result['test_predictions_differ']}")
-        if "equivalences_max_rel_diff" in result:
-            print(f"  {'equivalences':<22} {result['equivalences_max_rel_diff']:.3e}")
-        if "noise" in result:
-            print(f"  noise: {result['noise']}")
-        if "data_parallel" in result:
-            vs = result["vs_single_device"]
-            print(f"  {'vs single device':<22} jax {vs['jax']:.3e}, torch {vs['torch']:.3e}")
-            single = result["single_device"]
-            print(
-                f"  {'single device, cross':<22} losses {single['loss_max_rel_diff']:.3e}, "
-                f"parameters {single['param_max_rel_diff']:.3e}"
-            )
-            _print_split(result["split"])
+        printing.parity(result)
     return 0 if result["passed"] else 1
 
 
 def cmd_check(args):
-    from compare import spec
+    from compare.toolkit import spec
 
     report = spec.check_spec(
         args.spec,
@@ -293,8 +191,6 @@ def _bench_data_parallel(args, opts):
     from compare import bench
     from compare.bench import data_parallel
 
-    if args.all:
-        raise CompareError("bench --data-parallel takes one TASK, not --all")
     payload = data_parallel.bench(args.task, args.data_parallel, opts)
     text = data_parallel.markdown(payload)
     if args.out is not None:
@@ -310,11 +206,11 @@ def cmd_convert(args):
     from flax import nnx
     from safetensors import SafetensorError
 
+    import jaxnets
     from compare import port
-    from jaxnets import _train as jax_train
 
     task = registry.get(args.task)
-    jax_train.use_float64()  # keep float64 files float64
+    jaxnets.use_float64()  # keep float64 files float64
     jax_module, _ = task.modules()
     model = jax_module.new_model(task.hp, nnx.Rngs(0))
     src, dst = Path(args.input), Path(args.output)
@@ -328,20 +224,20 @@ def cmd_convert(args):
         direction = "flax"
         if src.suffix == ".safetensors":
             keys = set(port.read_state_dict(src))
-            torch_keys, flax_keys = set(port.mapping(model)), jax_train.checkpoint_keys(model)
+            torch_keys, flax_keys = set(port.mapping(model)), jaxnets.checkpoint_keys(model)
             if keys == flax_keys and (keys != torch_keys or dst.suffix != ".safetensors"):
                 direction = "torch"  # (raw-parameter lessons share their names: the output decides)
     if direction == "flax":
         if dst.suffix != ".safetensors":
             raise CompareError(f"{dst}: a Flax checkpoint is written as .safetensors")
-        port.to_nnx(model, port.read_state_dict(src), source=str(src))
-        jax_train.save_checkpoint(model, dst)
+        port.torch_to_nnx(port.read_state_dict(src), model, source=str(src))
+        jaxnets.save_checkpoint(model, dst)
     else:
         try:
-            jax_train.load_checkpoint(model, src)
+            jaxnets.load_checkpoint(model, src)
         except (ValueError, SafetensorError) as err:
             raise CompareError(f"{src}: not a Flax checkpoint of {task.name} ({err})") from None
-        port.write_state_dict(port.from_nnx(model), dst)
+        port.write_state_dict(port.nnx_to_torch(model), dst)
     what = "torch state dict to Flax" if direction == "flax" else "Flax to torch state dict"
     print(f"{src} -> {dst} ({what})")
     return 0
@@ -472,15 +368,31 @@ def build_parser():
     return parser
 
 
+def _ask_for_devices(args):
+    """``--data-parallel N``: checked against the task from the registry alone, then N JAX
+    host devices asked for, before JAX's backend starts (it fixes their count)."""
+    if args.verb not in ("run", "parity", "bench"):
+        return
+    task = registry.get(args.task) if args.task else None
+    n = _data_parallel(args, task)
+    if n is None:
+        return
+    if task is None:  # bench without a task: --all, or nothing (cmd_bench says so)
+        if getattr(args, "all", False):
+            raise CompareError("bench --data-parallel takes one TASK, not --all")
+        return
+    policy.check_request(
+        task, registry.with_overrides(task.hp, _overrides(getattr(args, "set", None))), n
+    )
+    from compare.parallel import jax_mesh
+
+    jax_mesh.set_jax_devices(n)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        if args.verb in ("run", "parity", "bench"):
-            n = _data_parallel(args, registry.get(args.task) if args.task else None)
-            if n is not None:  # JAX's CPU device count is fixed when its backend starts
-                from compare import parallel
-
-                parallel.set_jax_devices(n)
+        _ask_for_devices(args)
         return args.func(args)
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,9 +1,9 @@
 """A ``torch.optim`` optimizer (and its learning-rate scheduler) as the optax transformation
 that takes the same steps: ``to_optax(torch_optimizer, scheduler=None)``.
 
-Every translation is proven in float64 lockstep against torch (tests/test_optim.py, each
+Every translation is proven in float64 lockstep against torch (tests/test_to_optax.py, each
 option with a near miss that must fail). optax's own transforms are used where they are exact;
-``jaxnets/_optim.py`` holds torch's rules optax has no exact twin of (Adagrad's eps, SGD's
+``jaxnets/optim.py`` holds torch's rules optax has no exact twin of (Adagrad's eps, SGD's
 dampening, Adam's amsgrad). What cannot be translated ends in one ``CompareError`` line.
 
 torch's schedulers step once per *epoch* (``scheduler.step()`` after the epoch's batches);
@@ -25,8 +25,9 @@ import numpy as np
 import optax
 import torch
 
-from compare import CompareError
-from jaxnets import _optim
+from compare import port
+from compare.errors import CompareError
+from jaxnets import optim as torch_rules
 
 # Options that change how torch computes, not what: they translate to nothing.
 _IMPLEMENTATION = ("foreach", "fused")
@@ -136,7 +137,7 @@ def _sgd(settings, lr):
     body = []
     if momentum:
         if dampening:
-            body.append(_optim.scale_by_torch_momentum(momentum, dampening, nesterov))
+            body.append(torch_rules.scale_by_torch_momentum(momentum, dampening, nesterov))
         else:
             body.append(optax.trace(decay=momentum, nesterov=nesterov))
     return optax.chain(*_head(settings), *body, optax.scale_by_learning_rate(lr))
@@ -149,7 +150,7 @@ def _adam(settings, lr, decoupled=False):
     b1, b2 = settings.get("betas", (0.9, 0.999))
     eps = settings.get("eps", 1e-8)
     if settings.get("amsgrad"):
-        direction = _optim.scale_by_torch_amsgrad(b1=b1, b2=b2, eps=eps)
+        direction = torch_rules.scale_by_torch_amsgrad(b1=b1, b2=b2, eps=eps)
     else:
         direction = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
     decay = settings.get("weight_decay", 0)
@@ -193,7 +194,7 @@ def _adagrad(settings, lr):
         settings,
         ("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value", "maximize"),
     )
-    tx = _optim.adagrad(
+    tx = torch_rules.adagrad(
         lr,
         lr_decay=settings.get("lr_decay", 0),
         weight_decay=settings.get("weight_decay", 0),
@@ -314,8 +315,6 @@ def _group_labels(optimizer, torch_model, flax_model):
             "settings (or leaves parameters out): pass torch_model= and flax_model= so that "
             "each Flax parameter finds its group"
         )
-    from compare import port
-
     group_of = {id(p): f"group{i}" for i, g in enumerate(groups) for p in g["params"]}
     label_of_key = {
         name: group_of.get(id(p), "frozen")

@@ -17,12 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from compare import CompareError
-from jaxnets import _layers as jax_layers
-
-
-class PortError(CompareError):
-    """A weights file or state dict that does not fit the model."""
+from compare.errors import PortError
+from jaxnets.layers import RecurrentStack
 
 
 def _linear(kernel):
@@ -91,7 +87,7 @@ def _rnn_rules(rnn, where, suffix="_l0"):
     if isinstance(cell, nnx.LSTMCell):
         raise PortError(
             f"{where}: nnx.LSTMCell splits the gates into eight Linears and cannot hold "
-            "torch's stacked LSTM weights; use jaxnets._layers.LSTMCell (torch's layout)"
+            "torch's stacked LSTM weights; use jaxnets.layers.LSTMCell (torch's layout)"
         )
     if not (hasattr(cell, "dense_i") and hasattr(cell, "dense_h")):
         raise PortError(f"{where}: no porting rule for an nnx.RNN over {name}")
@@ -100,7 +96,7 @@ def _rnn_rules(rnn, where, suffix="_l0"):
     if isinstance(cell, nnx.GRUCell) and not has_bias_h:
         raise PortError(
             f"{where}: nnx.GRUCell cannot hold torch's GRU bias_hh{suffix} (its n part, b_hn, "
-            "sits inside r * (W_hn h + b_hn)); use jaxnets._layers.GRUCell"
+            "sits inside r * (W_hn h + b_hn)); use jaxnets.layers.GRUCell"
         )
     rules = {
         ("cell", "dense_i", "kernel"): (f"weight_ih{suffix}", _linear, _linear),
@@ -115,14 +111,14 @@ def _rnn_rules(rnn, where, suffix="_l0"):
             biases,
             f"{where}: {name} holds one bias where torch has {biases[0]} and {biases[1]}; "
             "folding them ports the forward pass but trains that bias at half speed: use "
-            f"jaxnets._layers.{'LSTMCell' if 'LSTM' in name else 'RNNCell'} ({hint})",
+            f"jaxnets.layers.{'LSTMCell' if 'LSTM' in name else 'RNNCell'} ({hint})",
         )
     return rules
 
 
 def _stack_rules(stack, where):
     """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` with ``num_layers`` and ``bidirectional`` <- the
-    stacks of ``jaxnets._layers`` (``layers[k]`` and ``reverse[k]``): torch's suffixes
+    stacks of ``jaxnets.layers`` (``layers[k]`` and ``reverse[k]``): torch's suffixes
     ``_l{k}`` and ``_l{k}_reverse``."""
     rules = {}
     directions = [("layers", "")] + ([("reverse", "_reverse")] if stack.bidirectional else [])
@@ -156,7 +152,7 @@ RULES = {
     nnx.ConvTranspose: _conv_transpose_rules,
     nnx.Embed: {"embedding": ("weight", _same, _same)},
     nnx.RNN: _rnn_rules,
-    jax_layers.RecurrentStack: _stack_rules,
+    RecurrentStack: _stack_rules,
     # nnx.BatchNorm and jaxnets' torch-statistics subclass (which adds num_batches_tracked)
     nnx.BatchNorm: {
         **_AFFINE,
@@ -183,7 +179,7 @@ def _rules(module, where=""):
     return None
 
 
-def _torch_prefix(path, modules):
+def torch_prefix(path, modules):
     """``('layer1', 'layers', 0)`` -> ``'layer1.0.'``: nnx.Sequential keeps its children under
     ``layers``, torch's Sequential under their bare index."""
     parts = []
@@ -221,13 +217,13 @@ def mapping(model, fold_biases=False):
     table = Table()
     rules_of = {}
     for path, module in modules.items():
-        rules_of[path] = _rules(module, _torch_prefix(path, modules))
+        rules_of[path] = _rules(module, torch_prefix(path, modules))
     # modules whose rules reach into their children (nnx.RNN's cell) port those children
     owners = [p for p, r in rules_of.items() if r and all(map(_is_path, r))]
     for path, module in modules.items():
         if any(path[: len(p)] == p and path != p for p in owners):
             continue  # ported by the rule of the module that owns it
-        prefix = _torch_prefix(path, modules)
+        prefix = torch_prefix(path, modules)
         rules = rules_of[path]
         if path in owners:
             for sub, child in nnx.iter_modules(module):
@@ -367,17 +363,6 @@ def nnx_to_torch(nnx_module):
     return {
         key: to_torch(np.asarray(var.get_value())) for key, (_, var, to_torch, _) in table.items()
     }
-
-
-def to_nnx(model, state_dict, dtype=None, source="state dict"):
-    """Load a torch-named numpy state dict into ``model`` in place; keys and shapes must match.
-    (``torch_to_nnx`` with the model first.)"""
-    return torch_to_nnx(state_dict, model, dtype=dtype, source=source)
-
-
-def from_nnx(model):
-    """``model``'s variables as a torch-named numpy state dict (``nnx_to_torch``)."""
-    return nnx_to_torch(model)
 
 
 def grads_from_nnx(model, grads):

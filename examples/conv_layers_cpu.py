@@ -1,9 +1,10 @@
 """Each convolution of mnist-cnn, mnist-resnet and dcgan, forward and backward, three ways.
 
-JAX with ``jaxnets/_conv.py`` (what the tutorials use), JAX with lax's own convolution (both
-jitted, outside any loop), and torch eager; float32, one thread, milliseconds per call (the
-mean of 20 after a warm-up). The loss is the sum of squares of the output; both sides take the
-gradient with respect to the input and the kernel. docs/BENCHMARKS.md quotes it, run as
+JAX with ``jaxnets.layers``' convolution (``jaxnets/_conv.py``, what the tutorials use), JAX
+with lax's own convolution (both jitted, outside any loop), and torch eager; float32, one
+thread, milliseconds per call (the mean of 20 after a warm-up). The loss is the sum of squares
+of the output; both sides take the gradient with respect to the input and the kernel.
+docs/BENCHMARKS.md quotes it, run as
 
     taskset -c 0 python examples/conv_layers_cpu.py
 """
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from jax import lax
 
-from jaxnets import _conv
+from jaxnets import layers
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -81,14 +82,14 @@ def main():
             q = ((k - 1 - p, k - 1 - p),) * 2  # torch's padding p, as dcgan.py spells it
 
             def ours(x, w, s=s, q=q):
-                return _conv.conv_transpose(x, w, (s, s), q, None, NHWC, True)
+                return layers.conv_transpose(x, w, (s, s), q, None, NHWC, True)
 
             def theirs(x, w, s=s, q=q):
                 return lax.conv_transpose(x, w, (s, s), q, None, NHWC, True)
         else:
 
             def ours(x, w, s=s, p=p):
-                return _conv.conv_general_dilated(
+                return layers.conv_general_dilated(
                     x, w, (s, s), ((p, p),) * 2, dimension_numbers=NHWC
                 )
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from flax import nnx
 
-from jaxnets import _layers
+from jaxnets import layers
 
 CHANNELS, STEPS_IN_TIME, CLASSES, HIDDEN = 2, 24, 3, 16
 
@@ -41,7 +41,7 @@ class FlaxClassifier(nnx.Module):
         # torch's padding=2, spelled out (nnx.Conv pads 'SAME' unless told)
         self.conv = nnx.Conv(CHANNELS, 8, kernel_size=(5,), padding=((2, 2),), rngs=rngs)
         # jaxnets' GRU holds torch's two biases (nnx.GRUCell cannot hold b_hn)
-        self.gru = _layers.GRU(8, HIDDEN, batch_first=True, rngs=rngs)
+        self.gru = layers.GRU(8, HIDDEN, batch_first=True, rngs=rngs)
         self.norm = nnx.LayerNorm(HIDDEN, epsilon=1e-5, rngs=rngs)  # torch's eps (Flax: 1e-6)
         self.drop = nnx.Dropout(0.1, rngs=rngs)
         self.head = nnx.Linear(HIDDEN, CLASSES, rngs=rngs)

@@ -4,7 +4,7 @@ Lesson C (Wu Maogui, Python深度学习, ch. 2.6 "使用Numpy实现机器学习"
 docs/LESSONS.md): squared error summed and halved, plain gradient descent written out by hand (no
 optax). Where torch's ``loss.backward()`` fills ``w.grad`` and ``b.grad``, ``jax.grad``
 differentiates a pure function of the parameter arrays. The lesson's numpy version (ch. 2.6,
-gradients derived on paper) is ``torchref.autograd_fit.fit_by_hand``: the third implementation.
+gradients derived on paper) is the third implementation: ``byhand/autograd_fit.py``.
 """
 
 import jax

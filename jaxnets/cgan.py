@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxnets._layers import Embed, binary_cross_entropy
+from jaxnets.layers import Embed, binary_cross_entropy
 
 leaky_relu = functools.partial(nnx.leaky_relu, negative_slope=0.2)
 
@@ -81,7 +81,7 @@ def new_optimizer(model, hp):
     )
 
 
-# torch's BCELoss: each log clamped at -100, and its own backward (jaxnets/_layers.py)
+# torch's BCELoss: each log clamped at -100, and its own backward (jaxnets/layers.py)
 criterion = binary_cross_entropy
 
 

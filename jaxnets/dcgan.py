@@ -19,8 +19,7 @@ from flax import nnx
 
 # Conv, ConvTranspose: nnx's, with a backward XLA:CPU keeps fast inside a whole-epoch scan
 # (jaxnets/_conv.py); on a GPU, lax's own.
-from jaxnets._conv import Conv, ConvTranspose
-from jaxnets._layers import BatchNorm, binary_cross_entropy
+from jaxnets.layers import BatchNorm, Conv, ConvTranspose, binary_cross_entropy
 
 leaky_relu = functools.partial(nnx.leaky_relu, negative_slope=0.2)
 
@@ -102,7 +101,7 @@ def new_optimizer(model, hp):
     )
 
 
-# torch's BCELoss: each log clamped at -100, and its own backward (jaxnets/_layers.py)
+# torch's BCELoss: each log clamped at -100, and its own backward (jaxnets/layers.py)
 criterion = binary_cross_entropy
 
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxnets._layers import binary_cross_entropy
+from jaxnets.layers import binary_cross_entropy
 
 
 class GAN(nnx.Module):
@@ -56,7 +56,7 @@ def new_optimizer(model, hp):
     )
 
 
-# torch's BCELoss: each log clamped at -100, and its own backward (jaxnets/_layers.py)
+# torch's BCELoss: each log clamped at -100, and its own backward (jaxnets/layers.py)
 criterion = binary_cross_entropy
 
 

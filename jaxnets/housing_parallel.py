@@ -5,7 +5,7 @@ Linear(12, 16), ``layer2`` Linear(16, 32), ``layer3`` Linear(32, 1), each in a `
 after the first two (12 inputs: the B column is dropped); batch 128, shuffled. The lesson wraps it
 in ``nn.DataParallel`` on two GPUs; in JAX nothing in the model changes: the batch is sharded
 over a ``Mesh`` of devices and XLA splits this same jitted step (the mean over the batch
-becomes an all-reduce, ``compare/parallel.py``). Adam lr 0.01 and MSE, as
+becomes an all-reduce, ``compare/parallel/``). Adam lr 0.01 and MSE, as
 ``housing_regularization`` (the lesson's own code is lost).
 """
 

@@ -7,7 +7,7 @@ after the first two (12 inputs: the B column is dropped). Four variants start fr
 and train side by side on the same mini-batches: ``plain``; ``L2``, torch's coupled ``weight_decay``
 as optax's ``add_decayed_weights`` chained before Adam; ``dropout``, an ``nnx.Dropout`` after
 ``layer1`` and after ``layer2``; ``batchnorm``, a BatchNorm in ``layer1`` and ``layer2``
-(torch's running statistics: ``jaxnets._layers.BatchNorm``). MSE, Adam lr 0.01, batch 27,
+(torch's running statistics: ``jaxnets.layers.BatchNorm``). MSE, Adam lr 0.01, batch 27,
 200 epochs: the lesson's code is lost; these are this project's choice.
 """
 
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxnets._layers import BatchNorm
+from jaxnets.layers import BatchNorm
 
 VARIANTS = ("plain", "L2", "dropout", "batchnorm")
 

@@ -6,7 +6,7 @@ docs/LESSONS.md).
 
 - ``INITIALIZERS``, ``ACTIVATIONS``, ``LOSSES``, ``default_linear``, ``default_conv``: the
   JAX twin of each of torch's schemes and functions, under torch's keys
-  (``torchref.init_and_activations``); ``compare/equivalences.py`` proves each pair equal
+  (``torchref.init_and_activations``); ``compare/tutorials/equivalences.py`` proves each pair equal
   (values and derivatives) or drawing from one distribution. Three of them are not the
   obvious JAX function: ``jax.nn.initializers.he_normal``, ``glorot_normal`` and
   ``lecun_normal`` draw *truncated* normals (torch's kaiming and xavier normals are not);
@@ -108,37 +108,6 @@ def default_conv(in_channels, out_channels, kernel_size, *, rngs):
         bias_init=fan_in_uniform(in_channels * kernel_size**2),
         rngs=rngs,
     )
-
-
-def torch_default_init(model, key):
-    """Re-draw every Linear, Conv and recurrent cell of ``model`` from the distribution torch
-    gives it by default, with JAX's random numbers: Linear and Conv weights and biases
-    U(+-1/sqrt(fan_in)) (fan_in = in_features, or kH * kW * in_channels), an LSTM's or RNN's
-    weights and biases U(+-1/sqrt(hidden_size)); BatchNorm and the rest stay as built. An
-    independent start from torch's distributions, not torch's numbers (tier 4 of the
-    curves). Returns ``model``."""
-    from jaxnets._layers import LSTMCell, RNNCell
-
-    def redraw(layer, bound, key):
-        for name, sub in zip(("kernel", "bias"), jax.random.split(key), strict=True):
-            param = getattr(layer, name, None)
-            if param is not None:
-                value = param.get_value()
-                param.set_value(jax.random.uniform(sub, value.shape, value.dtype, -bound, bound))
-
-    done = set()
-    modules = list(nnx.iter_modules(model))
-    keys = jax.random.split(key, len(modules))
-    for (_, module), sub in zip(modules, keys, strict=True):
-        if isinstance(module, LSTMCell | RNNCell):  # torch: 1/sqrt(hidden) for all of it
-            denses = (module.dense_i, module.dense_h)
-            for dense, dense_key in zip(denses, jax.random.split(sub), strict=True):
-                redraw(dense, 1 / math.sqrt(module.hidden_features), dense_key)
-                done.add(id(dense))
-        elif isinstance(module, nnx.Linear | nnx.Conv) and id(module) not in done:
-            fan_in = math.prod(module.kernel.get_value().shape[:-1])
-            redraw(module, 1 / math.sqrt(fan_in), sub)
-    return model
 
 
 def leaky_relu(x, negative_slope=0.01):

@@ -10,7 +10,7 @@ import functools
 import optax
 from flax import nnx
 
-from jaxnets._conv import Conv
+from jaxnets.layers import Conv
 
 
 class Model(nnx.Module):

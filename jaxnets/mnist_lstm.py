@@ -9,7 +9,7 @@ only); Adam lr 0.01, batch 64, one epoch, CrossEntropyLoss; tested on the first 
 import optax
 from flax import nnx
 
-from jaxnets._layers import LSTMCell
+from jaxnets.layers import LSTMCell
 
 
 class RNN(nnx.Module):

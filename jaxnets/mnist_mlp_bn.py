@@ -11,7 +11,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxnets._layers import BatchNorm
+from jaxnets.layers import BatchNorm
 
 
 class Net(nnx.Module):

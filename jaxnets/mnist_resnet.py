@@ -13,7 +13,7 @@ from flax import nnx
 
 # Conv: nnx.Conv on lax's convolution with a backward XLA:CPU keeps fast inside a whole-epoch
 # scan (jaxnets/_conv.py); on a GPU, lax's own.
-from jaxnets._conv import Conv
+from jaxnets.layers import Conv
 
 
 class ResidualBlock(nnx.Module):

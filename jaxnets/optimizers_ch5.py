@@ -5,15 +5,15 @@ lesson A's noisy parabola (1,000 points: the pseudo-code's m = 1000, batch_size 
 A's ``Net``. Six copies of one net, from the same weights, one optimizer each, on the same
 mini-batches; lr 0.01 for all, torch's default decay rates and eps (the chapter names none), 12
 epochs. The optax twin of each ``torch.optim`` rule; optax has none for torch's Adagrad (its
-``adagrad`` starts the accumulator at 0.1 and puts eps inside the root): ``jaxnets._optim.adagrad``.
-The chapter's own pseudo-code, in numpy, is ``torchref.optimizers_ch5.numpy_by_hand``.
+``adagrad`` starts the accumulator at 0.1 and puts eps inside the root): ``jaxnets.optim.adagrad``.
+The chapter's own pseudo-code, in numpy, is ``byhand/optimizers_ch5.py``.
 """
 
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxnets import _optim
+from jaxnets import optim
 
 OPTIMIZERS = ("SGD", "Momentum", "NAG", "AdaGrad", "RMSProp", "Adam")
 
@@ -42,7 +42,7 @@ def new_optimizer(nets, hp):
         # torch's nesterov form, which optax shares: it keeps the look-ahead point as the
         # parameters (the chapter keeps theta and looks ahead from it)
         "NAG": optax.sgd(hp.lr, momentum=hp.momentum, nesterov=True),
-        "AdaGrad": _optim.adagrad(hp.lr),  # torch's: zero start, eps 1e-10 outside the root
+        "AdaGrad": optim.adagrad(hp.lr),  # torch's: zero start, eps 1e-10 outside the root
         # torch adds eps (1e-8) after the square root; optax's default puts it inside
         "RMSProp": optax.rmsprop(hp.lr, decay=hp.alpha, eps=1e-8, eps_in_sqrt=False),
         "Adam": optax.adam(hp.lr, b1=b1, b2=b2, eps=1e-8),

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxnets._layers import Embed, LSTMCell
+from jaxnets.layers import Embed, LSTMCell
 
 IGNORE_INDEX = -100  # torch NLLLoss's default ignore_index
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxnets._layers import HiddenState, RNNCell
+from jaxnets.layers import HiddenState, RNNCell
 
 
 class RNN(nnx.Module):

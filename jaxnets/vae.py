@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxnets._layers import binary_cross_entropy
+from jaxnets.layers import binary_cross_entropy
 
 
 class VAE(nnx.Module):
@@ -59,7 +59,7 @@ def loss_fn(model, x, y, noise=None):
     """Reconstruction (BCE, summed: the lesson's ``size_average=False``) plus KL divergence;
     ``y`` (the digit) is unused, ``noise`` is ``{"eps": (batch, z_dim)}`` or drawn here."""
     x_reconst, mu, log_var = model(x, None if noise is None else noise["eps"])
-    # torch's BCELoss clamps each log at -100 and has its own backward: jaxnets/_layers.py
+    # torch's BCELoss clamps each log at -100 and has its own backward: jaxnets/layers.py
     reconst_loss = binary_cross_entropy(x_reconst, x, reduction="sum")
     kl_div = -0.5 * jnp.sum(1 + log_var - mu**2 - jnp.exp(log_var))
     return reconst_loss + kl_div

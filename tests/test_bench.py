@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from compare import bench, registry
+from compare import bench
+from compare.tutorials import registry
 
 # one pytest-xdist worker for the module: its fixture's bench runs once, not once per worker
 pytestmark = pytest.mark.xdist_group("bench")

@@ -9,10 +9,11 @@ import pytest
 import torch
 from flax import nnx
 
-from compare import data, registry
-from compare.twins import evaluate_side, make_twins, schedule, train_jax, train_torch
+from compare.tutorials import data, registry
+from compare.tutorials.twins import evaluate_side, make_twins, schedule, train_jax, train_torch
 from jaxnets import _train as jax_train
-from jaxnets.init_and_activations import torch_default_init
+
+from helpers import torch_default_init
 
 SEEDS = range(5)
 

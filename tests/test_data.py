@@ -1,4 +1,4 @@
-"""Data and batch order come from compare/data.py, identically for both frameworks."""
+"""Data and batch order come from compare/tutorials/data.py, identically for both frameworks."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from compare import data, registry
+from compare.tutorials import data, registry
 
 
 def test_lesson_a_dataloader_demo_gives_both_sides_the_same_batches():

@@ -10,9 +10,11 @@ import optax
 import pytest
 import torch
 
-from compare import equivalences, registry
+from compare.tutorials import equivalences, registry
 from jaxnets import init_and_activations as jax_side
 from torchref import init_and_activations as torch_side
+
+from helpers import torch_default_init
 
 TASK = registry.TASKS["init-and-activations"]
 
@@ -166,7 +168,7 @@ def test_torch_default_init_draws_torchs_distributions_with_jax_numbers():
     from torch's default distributions (not torch's numbers): the same bounds and shape."""
     from flax import nnx
 
-    layer = jax_side.torch_default_init(nnx.Linear(256, 512, rngs=nnx.Rngs(0)), jax.random.key(3))
+    layer = torch_default_init(nnx.Linear(256, 512, rngs=nnx.Rngs(0)), jax.random.key(3))
     torch.manual_seed(3)
     reference = torch.nn.Linear(256, 512)
     for name, param in (("weight", "kernel"), ("bias", "bias")):
@@ -183,7 +185,7 @@ def test_torch_default_init_draws_torchs_distributions_with_jax_numbers():
     task = registry.TASKS["mnist-lstm"]
     lstm = task.modules()[0].new_model(task.hp, nnx.Rngs(0))
     before = lstm.out.kernel.get_value().copy()
-    jax_side.torch_default_init(lstm, jax.random.key(0))
+    torch_default_init(lstm, jax.random.key(0))
     kernel = lstm.rnn.cell.dense_h.kernel.get_value()
     assert abs(kernel).max() <= 1 / 8 and abs(kernel.std() * math.sqrt(3) * 8 - 1) < 0.05
     assert (

@@ -5,7 +5,9 @@ import numpy as np
 import torch
 from flax import nnx
 
-from compare import data, port
+from byhand import autograd_fit as by_hand_fit
+from compare import port
+from compare.tutorials import data
 from jaxnets import autograd_fit as jax_fit
 from jaxnets import flower_net as jax_flower
 from jaxnets import regression as jax_regression
@@ -52,7 +54,7 @@ def test_flower_net_module_sequential_and_raw_forms_agree_on_both_sides():
         model = port.load_into_torch(torch_models[form].double(), state)
         with torch.no_grad():
             outputs[f"torch {form}"] = model(torch.from_numpy(x)).numpy()
-        jax_model = port.to_nnx(jax_models[form], state)
+        jax_model = port.torch_to_nnx(state, jax_models[form])
         outputs[f"jax {form}"] = np.asarray(jax_model(jnp.asarray(x)))
     reference = outputs["torch module"]
     for name, out in outputs.items():
@@ -85,8 +87,8 @@ def test_regression_net_and_quick_build_agree_on_both_sides():
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
         np.testing.assert_array_equal(quick(torch.from_numpy(x)).numpy(), want)
-    jax_net = port.to_nnx(jax_regression.Net(1, 10, 1, rngs=nnx.Rngs(0)), state)
-    jax_quick = port.to_nnx(jax_regression.quick_net(1, 10, 1, rngs=nnx.Rngs(0)), quick_state)
+    jax_net = port.torch_to_nnx(state, jax_regression.Net(1, 10, 1, rngs=nnx.Rngs(0)))
+    jax_quick = port.torch_to_nnx(quick_state, jax_regression.quick_net(1, 10, 1, rngs=nnx.Rngs(0)))
     np.testing.assert_allclose(np.asarray(jax_net(jnp.asarray(x))), want, rtol=1e-13)
     np.testing.assert_allclose(np.asarray(jax_quick(jnp.asarray(x))), want, rtol=1e-13)
 
@@ -98,12 +100,14 @@ def test_autograd_fit_by_hand_with_autograd_and_with_jax_grad_agree():
     model = torch_fit.Quadratic().double()
     w0, b0 = model.w.detach().numpy().copy(), model.b.detach().numpy().copy()
 
-    w_hand, b_hand, hand_losses = torch_fit.fit_by_hand(w0, b0, arrays["x"], arrays["y"], lr, steps)
+    w_hand, b_hand, hand_losses = by_hand_fit.fit_by_hand(
+        w0, b0, arrays["x"], arrays["y"], lr, steps
+    )
 
     x, y = torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"])
     torch_losses = [torch_fit.train_step(model, lr, x, y).item() for _ in range(steps)]
 
-    jax_model = port.to_nnx(jax_fit.Quadratic(rngs=nnx.Rngs(0)), {"w": w0, "b": b0})
+    jax_model = port.torch_to_nnx({"w": w0, "b": b0}, jax_fit.Quadratic(rngs=nnx.Rngs(0)))
     jx, jy = jnp.asarray(arrays["x"]), jnp.asarray(arrays["y"])
     jax_losses = [float(jax_fit.train_step(jax_model, lr, jx, jy)) for _ in range(steps)]
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 from flax import nnx
 
-from compare import CompareError, data, parity, port, registry
-from compare.twins import draw_noise, make_twins, schedule, train_jax
-from jaxnets import _layers
+from compare import CompareError, port
+from compare.tutorials import data, parity, registry
+from compare.tutorials.twins import draw_noise, make_twins, schedule, train_jax
 from jaxnets import gan as jax_gan
+from jaxnets import layers
 
 GENERATIVE = [name for name, task in registry.TASKS.items() if task.noise]
 
@@ -41,7 +42,7 @@ def test_bce_clamps_and_differentiates_as_torch_does(p, y):
     tp = torch.tensor([p], dtype=torch.float64, requires_grad=True)
     want = torch.nn.functional.binary_cross_entropy(tp, torch.tensor([y], dtype=torch.float64))
     (want_grad,) = torch.autograd.grad(want, tp)
-    loss, grad = jax.value_and_grad(_layers.binary_cross_entropy)(jnp.array([p]), jnp.array([y]))
+    loss, grad = jax.value_and_grad(layers.binary_cross_entropy)(jnp.array([p]), jnp.array([y]))
     if p in (0.0, 1.0):
         assert float(loss) == want.item()  # 0 or exactly 100
     np.testing.assert_allclose(float(loss), want.item(), rtol=1e-15)
@@ -50,7 +51,7 @@ def test_bce_clamps_and_differentiates_as_torch_does(p, y):
 
 def test_bce_with_its_integer_free_targets_in_float32():
     p = jnp.array([0.0, 1.0, 0.5], jnp.float32)
-    assert _layers.binary_cross_entropy(p, jnp.ones(3, jnp.float32)).dtype == jnp.float32
+    assert layers.binary_cross_entropy(p, jnp.ones(3, jnp.float32)).dtype == jnp.float32
 
 
 def _saturated_gan(tmp_path):
@@ -144,15 +145,19 @@ def test_conv_transpose_kernel_layout_and_padding_rule():
     def out(conv):
         return np.asarray(conv(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)
 
-    conv = port.to_nnx(flax_conv(), port.torch_state_dict(torch_conv))
+    conv = port.torch_to_nnx(port.torch_state_dict(torch_conv), flax_conv())
     assert conv.kernel.get_value().shape == (4, 3, 5, 3)
     np.testing.assert_allclose(out(conv), want, rtol=1e-12, atol=1e-14)
-    np.testing.assert_array_equal(port.from_nnx(conv)["weight"], torch_conv.weight.detach().numpy())
+    np.testing.assert_array_equal(
+        port.nnx_to_torch(conv)["weight"], torch_conv.weight.detach().numpy()
+    )
     # The rule matters: torch's padding p taken as Flax's padding gives another shape; the
     # kernel used without transpose_kernel (not flipped, in and out swapped) other numbers.
     assert (
         out(
-            port.to_nnx(flax_conv(padding=((1, 1), (1, 1))), port.torch_state_dict(torch_conv))
+            port.torch_to_nnx(
+                port.torch_state_dict(torch_conv), flax_conv(padding=((1, 1), (1, 1)))
+            )
         ).shape
         != want.shape
     )
@@ -171,8 +176,8 @@ def test_float64_embedding_is_looked_up_and_differentiated_in_float64():
     idx = np.random.default_rng(0).integers(0, 10, 100)
     g = np.random.default_rng(1).normal(size=(100, 10))
     (torch_embed(torch.from_numpy(idx)) * torch.from_numpy(g)).sum().backward()
-    jax_embed = port.to_nnx(
-        _layers.Embed(10, 10, rngs=nnx.Rngs(0)), port.torch_state_dict(torch_embed)
+    jax_embed = port.torch_to_nnx(
+        port.torch_state_dict(torch_embed), layers.Embed(10, 10, rngs=nnx.Rngs(0))
     )
     grads = nnx.grad(lambda m: (m(jnp.asarray(idx)) * g).sum())(jax_embed)
     np.testing.assert_array_equal(

@@ -8,7 +8,7 @@ import jax
 import pytest
 import torch
 
-from compare import parity
+from compare.tutorials import parity
 
 pytestmark = [
     pytest.mark.gpu,

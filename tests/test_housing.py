@@ -10,19 +10,13 @@ import pytest
 import torch
 from flax import nnx
 
-from compare import data, port, registry
-from compare.twins import (
-    draw,
-    draw_noise,
-    make_twins,
-    schedule,
-    tensor_rel_diff,
-    train_jax,
-    train_torch,
-)
+from compare import port
+from compare.diff import tensor_rel_diff
+from compare.tutorials import data, registry
+from compare.tutorials.twins import draw, draw_noise, make_twins, schedule, train_jax, train_torch
 from jaxnets import _train as jax_train
 from jaxnets import housing_regularization as jax_housing
-from jaxnets._layers import BatchNorm
+from jaxnets.layers import BatchNorm
 from torchref import housing_regularization as torch_housing
 
 TASK = registry.TASKS["housing-regularization"]
@@ -30,7 +24,8 @@ TASK = registry.TASKS["housing-regularization"]
 
 def test_shipped_house_prices_are_the_documented_file():
     digest = hashlib.md5(data.SHIPPED_HOUSING.read_bytes()).hexdigest()
-    assert digest == "d49847a34e8c003e84d33190ba040e2a"  # compare/datasets/housing/README.md
+    # compare/tutorials/datasets/housing/README.md
+    assert digest == "d49847a34e8c003e84d33190ba040e2a"
 
 
 def test_b_is_dropped_and_both_splits_are_standardised_with_the_training_statistics():
@@ -72,7 +67,7 @@ def test_masks_are_what_nn_dropout_and_nnx_dropout_multiply_by():
 def test_the_four_variants_start_from_the_same_weights():
     torch.manual_seed(0)
     nets = port.torch_state_dict(torch_housing.new_model(TASK.hp))
-    jax_nets = port.from_nnx(jax_housing.new_model(TASK.hp, nnx.Rngs(0)))
+    jax_nets = port.nnx_to_torch(jax_housing.new_model(TASK.hp, nnx.Rngs(0)))
     for state in (nets, jax_nets):
         for name in ("L2", "dropout", "batchnorm"):
             for key in ("layer1.0.weight", "layer2.0.weight", "layer3.0.weight", "layer3.0.bias"):
@@ -137,7 +132,7 @@ def test_a_bias_before_batchnorm_wanders_under_adam_on_rounding_noise():
     arrays = data.load("housing-regularization")
     torch.manual_seed(0)
     torch_net = BiasBeforeNorm().double()
-    jax_net = port.to_nnx(JaxBiasBeforeNorm(nnx.Rngs(0)), port.torch_state_dict(torch_net))
+    jax_net = port.torch_to_nnx(port.torch_state_dict(torch_net), JaxBiasBeforeNorm(nnx.Rngs(0)))
     torch_opt = torch.optim.Adam(torch_net.parameters(), lr=0.01)
     jax_opt = nnx.Optimizer(jax_net, optax.adam(0.01), wrt=nnx.Param)
 
@@ -164,7 +159,7 @@ def test_a_bias_before_batchnorm_wanders_under_adam_on_rounding_noise():
     )
     assert max(bias_grads) < 1e-15  # zero, but for rounding
     assert np.abs(np.asarray(jax_losses) / np.array(torch_losses) - 1).max() < 1e-13
-    mine, theirs = port.from_nnx(jax_net), port.torch_state_dict(torch_net)
+    mine, theirs = port.nnx_to_torch(jax_net), port.torch_state_dict(torch_net)
     assert tensor_rel_diff({"b": mine["layer1.0.bias"]}, {"b": theirs["layer1.0.bias"]}) > 1e-9
     others = [k for k in theirs if k not in ("layer1.0.bias", "layer1.1.running_mean")]
     assert tensor_rel_diff({k: mine[k] for k in others}, {k: theirs[k] for k in others}) < 1e-12
@@ -172,7 +167,7 @@ def test_a_bias_before_batchnorm_wanders_under_adam_on_rounding_noise():
 
 @pytest.mark.parametrize("name", ["housing-regularization"])
 def test_the_housing_dataset_can_be_named_by_another_task(name):
-    """``housing`` is a plain dataset of compare/data.py: another task (data-parallel
+    """``housing`` is a plain dataset of compare/tutorials/data.py: another task (data-parallel
     training) names it and gets the same arrays."""
     assert registry.TASKS[name].dataset == "housing"
     np.testing.assert_array_equal(data.DATASETS["housing"]()["x"], data.load(name)["x"])

@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from flax import nnx
 
-from compare import CompareError, data, parity, port, registry
-from jaxnets._layers import BatchNorm
+from compare import CompareError, port
+from compare.arrays import nhwc
+from compare.tutorials import data, parity, registry
+from jaxnets.layers import BatchNorm
 
 MNIST_TASKS = ["mnist-mlp", "mnist-mlp-bn", "mnist-cnn", "mnist-resnet"]
 MD5 = {
@@ -116,7 +118,7 @@ def test_a_file_that_is_not_idx_is_refused(tmp_path):
 def test_max_pooling_rule():
     x = np.random.default_rng(0).normal(size=(2, 3, 9, 8))  # NCHW, odd height: floor like torch
     want = F.max_pool2d(torch.from_numpy(x), 2).numpy()
-    got = nnx.max_pool(jnp.asarray(data.nhwc(x)), window_shape=(2, 2), strides=(2, 2))
+    got = nnx.max_pool(jnp.asarray(nhwc(x)), window_shape=(2, 2), strides=(2, 2))
     np.testing.assert_array_equal(np.asarray(got).transpose(0, 3, 1, 2), want)
 
 
@@ -127,17 +129,17 @@ def test_flatten_order_before_a_linear():
 
     torch.manual_seed(0)
     torch_model = torch_cnn.Model().double()
-    jax_model = port.to_nnx(jax_cnn.Model(rngs=nnx.Rngs(0)), port.torch_state_dict(torch_model))
+    jax_model = port.torch_to_nnx(
+        port.torch_state_dict(torch_model), jax_cnn.Model(rngs=nnx.Rngs(0))
+    )
     x = data.load("mnist-cnn")["x_test"][:16]
     with torch.no_grad():
         want = torch_model(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(np.asarray(jax_model(jnp.asarray(data.nhwc(x)))), want, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(jax_model(jnp.asarray(nhwc(x)))), want, rtol=1e-12)
     features = np.asarray(
         jax_model.pooling(
             nnx.relu(
-                jax_model.conv2(
-                    jax_model.pooling(nnx.relu(jax_model.conv1(jnp.asarray(data.nhwc(x)))))
-                )
+                jax_model.conv2(jax_model.pooling(nnx.relu(jax_model.conv1(jnp.asarray(nhwc(x))))))
             )
         )
     )
@@ -152,14 +154,14 @@ def test_batchnorm_keeps_torchs_running_statistics(shape):
     with torch.no_grad():
         torch_bn.weight.uniform_(0.5, 1.5)
         torch_bn.bias.uniform_(-0.5, 0.5)
-    ours = port.to_nnx(BatchNorm(6, rngs=nnx.Rngs(0)), port.torch_state_dict(torch_bn))
-    flax_default = port.to_nnx(
+    ours = port.torch_to_nnx(port.torch_state_dict(torch_bn), BatchNorm(6, rngs=nnx.Rngs(0)))
+    flax_default = port.torch_to_nnx(
+        {k: v for k, v in port.torch_state_dict(torch_bn).items() if k != "num_batches_tracked"},
         nnx.BatchNorm(6, rngs=nnx.Rngs(0)),
-        {k: v for k, v in port.torch_state_dict(torch_bn).items() if k != "num_batches_tracked"},
     )
-    flax_momentum = port.to_nnx(
-        nnx.BatchNorm(6, momentum=0.9, rngs=nnx.Rngs(0)),
+    flax_momentum = port.torch_to_nnx(
         {k: v for k, v in port.torch_state_dict(torch_bn).items() if k != "num_batches_tracked"},
+        nnx.BatchNorm(6, momentum=0.9, rngs=nnx.Rngs(0)),
     )
 
     def to_torch_layout(a):
@@ -173,13 +175,13 @@ def test_batchnorm_keeps_torchs_running_statistics(shape):
                 to_torch_layout(np.asarray(bn(jnp.asarray(x)))), want, rtol=1e-10, atol=1e-12
             )
     state = port.torch_state_dict(torch_bn)
-    mine = port.from_nnx(ours)
+    mine = port.nnx_to_torch(ours)
     assert set(mine) == set(state) and mine["num_batches_tracked"] == 3
     for key in state:
         np.testing.assert_allclose(mine[key], state[key], rtol=1e-12)
     # Flax's default momentum (0.99) and its biased running variance are both caught here.
-    assert not np.allclose(port.from_nnx(flax_default)["running_mean"], state["running_mean"])
-    momentum_only = port.from_nnx(flax_momentum)
+    assert not np.allclose(port.nnx_to_torch(flax_default)["running_mean"], state["running_mean"])
+    momentum_only = port.nnx_to_torch(flax_momentum)
     np.testing.assert_allclose(momentum_only["running_mean"], state["running_mean"], rtol=1e-12)
     assert not np.allclose(momentum_only["running_var"], state["running_var"], rtol=1e-6)
 

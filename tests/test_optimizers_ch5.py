@@ -1,7 +1,7 @@
 """Lesson G's optimizers three ways: the chapter's numpy pseudo-code, torch.optim and optax.
 
 torch and optax agree in float64 lockstep (tests/test_parity.py, 1e-9; the rules in
-tests/test_optimizers.py). Here: where the chapter's own rules part from torch's, and why.
+tests/test_optax_twins.py). Here: where the chapter's own rules part from torch's, and why.
 """
 
 import dataclasses
@@ -11,10 +11,10 @@ import optax
 import pytest
 from flax import nnx
 
-from compare import registry, runs
-from compare.twins import make_twins, schedule, train_jax, train_torch
+from byhand import optimizers_ch5 as by_hand_ch5
+from compare.tutorials import registry, runs
+from compare.tutorials.twins import make_twins, schedule, train_jax, train_torch
 from jaxnets import optimizers_ch5 as jax_ch5
-from torchref import optimizers_ch5 as torch_ch5
 
 TASK = registry.TASKS["optimizers-ch5"]
 
@@ -28,7 +28,7 @@ def twins():
 def by_hand(twins, order, **hp):
     """The run's hook: the pseudo-code against torch in float64, per optimizer."""
     twins = dataclasses.replace(twins, hp=dataclasses.replace(twins.hp, **hp))
-    return runs._by_hand(twins, order)["vs_torch_float64"]
+    return runs.compare_by_hand(twins, order)["vs_torch_float64"]
 
 
 def test_the_chapters_rules_against_torch_optim(twins):
@@ -65,7 +65,7 @@ def test_nag_look_ahead_form_keeps_theta_where_torch_keeps_theta_plus_alpha_v(tw
     state = {"v": {k: np.zeros_like(v) for k, v in params.items()}}
     x, y = twins.arrays["x"], twins.arrays["y"]
     for idx in order[0]:
-        torch_ch5.step_by_hand("NAG", params, state, x[idx], y[idx], hp)
+        by_hand_ch5.step_by_hand("NAG", params, state, x[idx], y[idx], hp)
     train_torch(twins, order)
     torch_nag = {k: v.detach().numpy() for k, v in twins.torch_model["NAG"].state_dict().items()}
     for key, value in torch_nag.items():
@@ -76,7 +76,7 @@ def test_nag_look_ahead_form_keeps_theta_where_torch_keeps_theta_plus_alpha_v(tw
 
 def test_optax_adagrad_as_it_comes_is_caught_on_the_task(monkeypatch):
     """optax.adagrad (accumulator from 0.1, eps inside the root) in place of
-    jaxnets._optim.adagrad: the AdaGrad net, and only it, parts from torch's at once."""
+    jaxnets.optim.adagrad: the AdaGrad net, and only it, parts from torch's at once."""
     twins = make_twins(TASK, dtype="float64")
     order = [schedule(twins, 1)[0][:20]]
     want = train_torch(twins, order)
@@ -99,7 +99,7 @@ def test_optax_adagrad_as_it_comes_is_caught_on_the_task(monkeypatch):
 
 def test_autograd_fit_runs_its_numpy_descent_through_the_same_hook():
     twins = make_twins(registry.TASKS["autograd-fit"], dtype="float32")
-    hand = runs._by_hand(twins, schedule(twins, 800))
+    hand = runs.compare_by_hand(twins, schedule(twins, 800))
     assert hand["vs_torch_float64"]["loss_max_rel_diff"] < 1e-12
     assert hand["vs_torch_float64"]["param_max_rel_diff"] < 1e-12
     assert set(hand["params"]) == {"w", "b"} and abs(hand["params"]["w"][0] - 3) < 0.1

@@ -1,4 +1,4 @@
-"""Data-parallel training (``--data-parallel N``, compare/parallel.py): each side on two
+"""Data-parallel training (``--data-parallel N``, compare/parallel/): each side on two
 devices equals its single-device run in float64 lockstep (1e-9), and the other side.
 
 JAX shards in this process over the two host devices tests/conftest.py asks for; torch runs
@@ -7,24 +7,24 @@ costs two process start-ups (~5-10 s on this machine), so the MNIST schedules ar
 """
 
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from compare import CompareError, parallel, port, registry
-from compare.parity import _first_steps
-from compare.twins import (
-    draw_noise,
-    make_twins,
-    max_rel_diff,
-    schedule,
-    tensor_rel_diff,
-    train_jax,
-    train_torch,
-)
+from compare import CompareError, port
+from compare.diff import max_rel_diff, tensor_rel_diff
+from compare.parallel import fields, launch, torch_ddp
+from compare.tutorials import registry
+from compare.tutorials.data import first_steps
+from compare.tutorials.twins import draw_noise, make_twins, schedule, train_jax, train_torch
 
+FAULTS = Path(__file__).parent / "faults"  # planted in the ranks by plant()
 pytestmark = pytest.mark.xdist_group("parallel")  # one worker: the ranks need the cores
 
 
@@ -50,25 +50,25 @@ def test_housing_parallel_parity_on_two_devices(cli):
 
 
 def on_two_devices(name, steps):
-    """``parallel.parity_fields`` of a task over its first ``steps`` steps (what parity adds,
+    """``fields.parity_fields`` of a task over its first ``steps`` steps (what parity adds,
     without parity's tiers 1-2 and test-set evaluation, which cost more than the steps)."""
     task = registry.get(name)
     tw = make_twins(task, dtype="float64")
-    order = _first_steps(schedule(tw, tw.hp.num_epochs), steps)
+    order = first_steps(schedule(tw, tw.hp.num_epochs), steps)
     noise = draw_noise(tw, order)
     torch_losses, jax_losses = (
         train_torch(tw, order, noise=noise),
         train_jax(tw, order, noise=noise),
     )
     single = {
-        "jax": (jax_losses, port.from_nnx(tw.jax_model)),
+        "jax": (jax_losses, port.nnx_to_torch(tw.jax_model)),
         "torch": (torch_losses, port.torch_state_dict(tw.torch_model)),
     }
-    runs, split = parallel.data_parallel_runs(
+    runs, split = fields.data_parallel_runs(
         tw, order, noise, 2, 0, None, None, tw.hp.num_epochs, steps
     )
     usual = {"loss_max_rel_diff": 0.0, "param_max_rel_diff": 0.0, "passed": True}
-    return parallel.parity_fields(usual, runs, single, 1e-9), split
+    return fields.parity_fields(usual, runs, single, 1e-9), split
 
 
 @pytest.mark.parametrize("name, steps", [("mnist-mlp", 12), ("mnist-cnn", 6)])  # short
@@ -80,15 +80,22 @@ def test_two_devices_equal_one_device_and_the_other_side(name, steps):
     assert split["jax_device_batches"] == split["torch_rank_batches"] == [32, 32]
 
 
+def plant(monkeypatch, fault):
+    """``fault`` (tests/faults/sitecustomize.py) in the torch ranks started from here on."""
+    monkeypatch.setenv("TWINNETS_FAULT", fault)
+    paths = [str(FAULTS), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+
+
 def test_the_gradient_weights_matter(monkeypatch):
     """The proof can fail: with DDP's default all-reduce (the plain average of the ranks'
     mean gradients), the short last batch of 21 = 11 + 10 no longer gets the global batch's
     mean gradient, and the torch side leaves its single-device run."""
-    monkeypatch.setenv("TWINNETS_DDP_AVERAGE", "1")
+    plant(monkeypatch, "ddp-average")
     task = registry.get("housing-parallel")
     tw = make_twins(task, dtype="float64")
     order = schedule(tw, 2)
-    losses, state, _ = parallel.train_torch_ddp(
+    losses, state, _ = torch_ddp.train_torch_ddp(
         task.name, 2, "float64", 0, 2, None, tw.hp, None, None
     )
     single = train_torch(tw, order)
@@ -117,13 +124,13 @@ def test_jax_on_two_processes_equals_one_device(tmp_path):
     order = schedule(tw, 2)
     single = np.asarray(train_jax(tw, order))
     out = tmp_path / "jax.npz"
-    argv = parallel.worker_args(task.name, "float64", 0, 2, None, tw.hp, None, None, str(out))
-    parallel.launch("jax", 2, argv, extra_env={"JAX_NUM_CPU_DEVICES": "1"})
+    argv = launch.worker_args(task.name, "float64", 0, 2, None, tw.hp, None, None, str(out))
+    launch.launch("jax", 2, argv, extra_env={"JAX_NUM_CPU_DEVICES": "1"})
     with np.load(out) as f:
         losses, params = f["losses"], {k: f[k] for k in f.files if k != "losses"}
     assert len(losses) == 8
     assert max_rel_diff(losses, single) <= 1e-9
-    assert tensor_rel_diff(params, port.from_nnx(tw.jax_model)) <= 1e-9
+    assert tensor_rel_diff(params, port.nnx_to_torch(tw.jax_model)) <= 1e-9
 
 
 def test_list_says_which_tasks_cannot_and_why(cli):
@@ -157,8 +164,28 @@ def test_bad_input_gets_one_line(cli, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_device_count_no_batch_can_split_ends_at_once_before_jax_starts(cli):
+    """A typo (100000 for 10) must not reach JAX, which would start that many host devices:
+    one line, exit 2, in well under a second; JAX is never imported."""
+    start = time.monotonic()
+    one_line(*cli("parity", "mnist-mlp", "--data-parallel", "100000"), "64 samples")
+    one_line(*cli("run", "housing-parallel", "--data-parallel", "100000"), "128 samples")
+    one_line(*cli("bench", "mnist-cnn", "--data-parallel", "100000"), "64 samples")
+    one_line(*cli("bench", "--all", "--data-parallel", "100000"), "one TASK, not --all")
+    assert time.monotonic() - start < 1.0
+    probe = (
+        "import sys\n"
+        "from compare.cli import main\n"
+        "code = main(['parity', 'mnist-mlp', '--data-parallel', '100000'])\n"
+        "assert 'jax' not in sys.modules and 'torch' not in sys.modules, 'a framework started'\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    one_line(done.returncode, done.stdout, done.stderr, "--data-parallel 100000", "64 samples")
+
+
 def test_a_rank_that_dies_stops_the_run_with_one_line(cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("TWINNETS_TEST_FAIL", "1:2")  # rank 1 exits at its third step
+    plant(monkeypatch, "exit:1:2")  # rank 1 exits at its third step
     out_dir = tmp_path / "run"
     code, out, err = cli("run", "housing-parallel", "--quick", "--no-progress", "--out", out_dir)
     one_line(code, out, err, "torch rank 1 of 2 exited with status 3", "nothing was written")
@@ -185,10 +212,10 @@ def test_bench_reports_each_side_on_one_and_on_n_devices(cli):
 def test_a_rank_that_never_joins_stops_the_others_at_once(monkeypatch):
     """Rank 0 waits in init_process_group for a rank that exited before joining: the
     launcher sees the exit and stops it, long before the collectives' time-out."""
-    monkeypatch.setenv("TWINNETS_TEST_FAIL", "1:start")
+    plant(monkeypatch, "never-joins:1")
     monkeypatch.setenv("TWINNETS_DIST_TIMEOUT", "600")
     hp = registry.get("housing-parallel").hp
     start = time.monotonic()
     with pytest.raises(CompareError, match="torch rank 1 of 2 exited with status 4"):
-        parallel.train_torch_ddp("housing-parallel", 2, "float64", 0, 1, 2, hp, None, None)
+        torch_ddp.train_torch_ddp("housing-parallel", 2, "float64", 0, 1, 2, hp, None, None)
     assert time.monotonic() - start < 120

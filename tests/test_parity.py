@@ -13,8 +13,9 @@ import pytest
 import torch
 from flax import nnx
 
-from compare import CompareError, equivalences, parity, port, registry
-from compare.twins import make_twins, schedule, train_jax
+from compare import CompareError, port
+from compare.tutorials import parity, registry
+from compare.tutorials.twins import make_twins, schedule, train_jax
 from jaxnets import _train as jax_train
 from jaxnets import optimizers as jax_optimizers
 
@@ -27,7 +28,7 @@ def test_float64_lockstep_over_the_parity_schedule(name):
     task = registry.TASKS[name]
     epochs = task.parity_epochs or task.hp.num_epochs
     assert result["steps"] == sum(map(len, schedule(make_twins(task), epochs))) >= 50
-    if equivalences.defined(*task.modules()):  # the table of twins joins the verdict
+    if task.equivalences:  # the table of twins joins the verdict
         assert result["equivalences_passed"] and result["equivalences_max_rel_diff"] <= 1e-9
     bound = result["bound"]
     if task.sensitivity_factor is None:
@@ -109,7 +110,7 @@ def test_self_divergence_stays_at_rounding_level_where_the_trajectory_is_not_cha
     task = registry.TASKS["classification"]
     twins = make_twins(task, dtype="float64")
     order = schedule(twins, task.hp.num_epochs)
-    from compare.twins import train_torch
+    from compare.tutorials.twins import train_torch
 
     losses = train_torch(twins, order)
     assert 0 < parity.self_divergence(twins, order, None, losses) < 1e-13
@@ -130,7 +131,9 @@ def test_init_from_starts_both_sides_there(tmp_path):
     twins = make_twins(task, dtype="float64", init_from=tmp_path / "net.pt")
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(twins.initial[key], value.double().numpy())
-        np.testing.assert_array_equal(port.from_nnx(twins.jax_model)[key], value.double().numpy())
+        np.testing.assert_array_equal(
+            port.nnx_to_torch(twins.jax_model)[key], value.double().numpy()
+        )
 
 
 @pytest.mark.parametrize("name", TASKS)
@@ -139,7 +142,7 @@ def test_make_twins_starts_jax_from_torchs_initial_weights(name):
     twins = make_twins(task, dtype="float64", seed=7)
     torch.manual_seed(7)
     fresh = port.torch_state_dict(task.modules()[1].new_model(task.hp))
-    jax_start = port.from_nnx(twins.jax_model)
+    jax_start = port.nnx_to_torch(twins.jax_model)
     for key, value in fresh.items():
         np.testing.assert_array_equal(jax_start[key], value.astype(jax_start[key].dtype))
 
@@ -183,7 +186,7 @@ def test_fast_loops_equal_the_idiomatic_jit_step(name):
             losses = np.array(
                 [np.asarray(step(x[idx], y[idx])) for epoch in order for idx in epoch]
             )
-        runs[how] = (np.asarray(losses), port.from_nnx(model))
+        runs[how] = (np.asarray(losses), port.nnx_to_torch(model))
     base_losses, base_params = runs["nnx.jit"]
     for how in ("scan", "steps", "cached"):
         np.testing.assert_allclose(runs[how][0], base_losses, rtol=1e-12, err_msg=how)

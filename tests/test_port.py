@@ -6,9 +6,11 @@ import pytest
 import torch
 from flax import nnx
 
-from compare import port, registry
+from compare import port
+from compare.arrays import to_flax_layout
+from compare.tutorials import registry
 from jaxnets import _train as jax_train
-from jaxnets._layers import Embed
+from jaxnets.layers import Embed
 from torchref import _train as torch_train
 
 TASKS = sorted(registry.TASKS)
@@ -35,7 +37,7 @@ class TorchTwoLinears(torch.nn.Module):
 
 def test_linear_weight_is_transposed():
     torch_model = TorchTwoLinears().double()
-    jax_model = port.to_nnx(TwoLinears(nnx.Rngs(0)), port.torch_state_dict(torch_model))
+    jax_model = port.torch_to_nnx(port.torch_state_dict(torch_model), TwoLinears(nnx.Rngs(0)))
     x = np.random.default_rng(0).normal(size=(5, 4))
     want = torch_model(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(np.asarray(jax_model(jnp.asarray(x))), want, rtol=1e-13)
@@ -49,7 +51,7 @@ def test_conv2d_kernel_layout_and_explicit_padding():
     torch_conv = torch.nn.Conv2d(3, 5, kernel_size=(3, 2)).double()  # torch default padding 0
     sd = port.torch_state_dict(torch_conv)
     jax_conv = nnx.Conv(3, 5, kernel_size=(3, 2), padding="VALID", rngs=nnx.Rngs(0))
-    port.to_nnx(jax_conv, sd)
+    port.torch_to_nnx(sd, jax_conv)
     x = np.random.default_rng(1).normal(size=(2, 3, 7, 6))  # NCHW
     want = torch_conv(torch.from_numpy(x)).detach().numpy()
     got = np.asarray(jax_conv(jnp.asarray(x.transpose(0, 2, 3, 1))))  # NHWC in, NHWC out
@@ -64,7 +66,7 @@ def test_conv2d_kernel_goes_back_to_torch_layout():
     jax_conv = nnx.Conv(2, 4, kernel_size=(3, 2), padding="VALID", rngs=nnx.Rngs(0))
     torch_conv = port.load_into_torch(
         torch.nn.Conv2d(2, 4, kernel_size=(3, 2)).double(),
-        {k: v.astype(np.float64) for k, v in port.from_nnx(jax_conv).items()},
+        {k: v.astype(np.float64) for k, v in port.nnx_to_torch(jax_conv).items()},
     )
     x = np.random.default_rng(2).normal(size=(2, 2, 6, 5))
     want = np.asarray(jax_conv(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)
@@ -75,23 +77,23 @@ def test_conv2d_kernel_goes_back_to_torch_layout():
 @pytest.mark.parametrize("name", TASKS)
 def test_flax_initialised_weights_exported_to_torch_compute_the_same(name):
     """The to-torch direction of every rule: start in Flax, not in torch."""
-    from compare import data
+    from compare.tutorials import data
 
     task = registry.TASKS[name]
     jax_module, torch_module = task.modules()
     jax_model = jax_module.new_model(task.hp, nnx.Rngs(3))
     state = {
         k: v.astype(np.float64) if np.issubdtype(v.dtype, np.floating) else v
-        for k, v in port.from_nnx(jax_model).items()
+        for k, v in port.nnx_to_torch(jax_model).items()
     }
-    port.to_nnx(jax_model, state)  # the same weights, in float64
+    port.torch_to_nnx(state, jax_model)  # the same weights, in float64
     torch_model = port.load_into_torch(torch_module.new_model(task.hp).double(), state)
     arrays = data.load(name)
     x, y = arrays["x"][:32], arrays["y"][:32]
-    jax_x = data.nhwc(x) if x.ndim == 4 else x
+    jax_x = to_flax_layout(x)
     jax_args, torch_args = (), ()
     if task.noise:  # generative models: the same noise on both sides
-        from compare.twins import draw
+        from compare.tutorials.twins import draw
 
         rng = np.random.default_rng(0)
         noise = {n.name: draw(n, rng, len(x), task.hp) for n in task.noise}
@@ -106,7 +108,7 @@ def test_flax_initialised_weights_exported_to_torch_compute_the_same(name):
 
 def test_embedding_rule():
     torch_embed = torch.nn.Embedding(7, 3).double()
-    jax_embed = port.to_nnx(Embed(7, 3, rngs=nnx.Rngs(0)), port.torch_state_dict(torch_embed))
+    jax_embed = port.torch_to_nnx(port.torch_state_dict(torch_embed), Embed(7, 3, rngs=nnx.Rngs(0)))
     idx = np.array([0, 6, 2, 2])
     np.testing.assert_array_equal(
         np.asarray(jax_embed(jnp.asarray(idx))), torch_embed(torch.from_numpy(idx)).detach().numpy()
@@ -133,7 +135,7 @@ def test_raw_parameters_keep_their_names_and_layout():
     torch_raw = torch_flower.TwoNetwork()
     jax_raw = jax_flower.TwoNetwork(rngs=nnx.Rngs(0))
     assert set(port.mapping(jax_raw)) == set(torch_raw.state_dict()) == {"w1", "b1", "w2", "b2"}
-    port.to_nnx(jax_raw, port.torch_state_dict(torch_raw))
+    port.torch_to_nnx(port.torch_state_dict(torch_raw), jax_raw)
     np.testing.assert_array_equal(np.asarray(jax_raw.w1.get_value()), torch_raw.w1.detach().numpy())
 
 
@@ -147,8 +149,8 @@ def test_round_trip_is_exact(name, dtype):
         k: v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v
         for k, v in port.torch_state_dict(torch_module.new_model(task.hp)).items()
     }
-    jax_model = port.to_nnx(jax_module.new_model(task.hp, nnx.Rngs(1)), sd)
-    back = port.from_nnx(jax_model)
+    jax_model = port.torch_to_nnx(sd, jax_module.new_model(task.hp, nnx.Rngs(1)))
+    back = port.nnx_to_torch(jax_model)
     assert set(back) == set(sd)
     for key in sd:
         assert back[key].dtype == sd[key].dtype and back[key].shape == sd[key].shape
@@ -183,7 +185,7 @@ def test_state_dict_that_does_not_fit_is_refused(edit, message):
     sd = regression_state_dict()
     edit(sd)
     with pytest.raises(port.PortError, match=message):
-        port.to_nnx(new_jax_regression(), sd)
+        port.torch_to_nnx(sd, new_jax_regression())
     task = registry.TASKS["regression"]
     with pytest.raises(port.PortError, match=message):
         port.load_into_torch(task.modules()[1].new_model(task.hp), sd)
@@ -232,8 +234,8 @@ def test_jax_checkpoint_save_and_restore(tmp_path):
     jax_train.save_checkpoint(model, tmp_path / "nets.safetensors")
     restored = jax_module.new_model(task.hp, nnx.Rngs(1))
     jax_train.load_checkpoint(restored, tmp_path / "nets.safetensors")
-    for key, value in port.from_nnx(model).items():
-        np.testing.assert_array_equal(port.from_nnx(restored)[key], value)
+    for key, value in port.nnx_to_torch(model).items():
+        np.testing.assert_array_equal(port.nnx_to_torch(restored)[key], value)
     other = registry.TASKS["regression"]
     with pytest.raises(ValueError, match="checkpoint keys differ"):
         jax_train.load_checkpoint(

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from flax import nnx
 
-from compare import data, parity, port, registry
-from compare.twins import make_twins, schedule, train_jax, train_torch
-from jaxnets import _layers
+from compare import port
+from compare.tutorials import data, parity, registry
+from compare.tutorials.twins import make_twins, schedule, train_jax, train_torch
+from jaxnets import layers
 from jaxnets import pos_tagger as jax_tagger
 from torchref import pos_tagger as torch_tagger
 from torchref import rnn_sincos as torch_sincos
@@ -38,7 +39,7 @@ class FlaxNet(nnx.Module):
         self.out = nnx.Linear(hidden, 2, rngs=nnx.Rngs(0))
 
 
-def twin_lstm(cell_class=_layers.LSTMCell, **rnn_options):
+def twin_lstm(cell_class=layers.LSTMCell, **rnn_options):
     torch.manual_seed(0)
     torch_net = TorchNet(torch.nn.LSTM(3, 4, batch_first=True)).double()
     flax_net = FlaxNet(cell_class(3, 4, rngs=nnx.Rngs(0)), 4, return_carry=True, **rnn_options)
@@ -47,7 +48,7 @@ def twin_lstm(cell_class=_layers.LSTMCell, **rnn_options):
 
 def test_lstm_port_gives_torchs_outputs_and_carry_in_flax_order():
     torch_net, flax_net = twin_lstm()
-    port.to_nnx(flax_net, port.torch_state_dict(torch_net))
+    port.torch_to_nnx(port.torch_state_dict(torch_net), flax_net)
     x = RNG.standard_normal((2, 6, 3))
     out, (h_n, c_n) = torch_net.rnn(torch.from_numpy(x))
     (c, h), flax_out = flax_net.rnn(jnp.asarray(x))
@@ -67,7 +68,7 @@ def test_lstm_gate_order_is_torchs(wrong_gates):
     state = port.torch_state_dict(torch_net)
     for key in ("rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0"):
         state[key] = np.concatenate([np.split(state[key], 4)[g] for g in wrong_gates])
-    port.to_nnx(flax_net, state)
+    port.torch_to_nnx(state, flax_net)
     x = RNG.standard_normal((2, 6, 3))
     out, _ = torch_net.rnn(torch.from_numpy(x))
     _, flax_out = flax_net.rnn(jnp.asarray(x))
@@ -84,14 +85,14 @@ def test_folding_torchs_two_lstm_biases_into_one_trains_differently():
     torch_net, _ = twin_lstm()
     stock = nnx.RNN(nnx.OptimizedLSTMCell(3, 4, rngs=nnx.Rngs(0)))
     with pytest.raises(port.PortError, match="bias_ih_l0"):  # the missing bias is named
-        port.to_nnx(FlaxNet(stock.cell, 4), port.torch_state_dict(torch_net))
+        port.torch_to_nnx(port.torch_state_dict(torch_net), FlaxNet(stock.cell, 4))
     state = port.torch_state_dict(torch_net)
     cell = stock.cell
     cell.dense_i.kernel.set_value(jnp.asarray(state["rnn.weight_ih_l0"].T))
     cell.dense_h.kernel.set_value(jnp.asarray(state["rnn.weight_hh_l0"].T))
     cell.dense_h.bias.set_value(jnp.asarray(state["rnn.bias_ih_l0"] + state["rnn.bias_hh_l0"]))
-    ours = nnx.RNN(_layers.LSTMCell(3, 4, rngs=nnx.Rngs(0)))
-    port.to_nnx(FlaxNet(ours.cell, 4), state)
+    ours = nnx.RNN(layers.LSTMCell(3, 4, rngs=nnx.Rngs(0)))
+    port.torch_to_nnx(state, FlaxNet(ours.cell, 4))
     x, y = RNG.standard_normal((5, 6, 3)), RNG.standard_normal((5, 6, 4))
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     zeros = (jnp.zeros((5, 4)), jnp.zeros((5, 4)))  # the stock cell's own would be float32
@@ -128,9 +129,9 @@ def test_rnn_cell_is_torchs_tanh_rnn_with_two_biases_in_float64():
     torch.manual_seed(0)
     torch_net = TorchNet(torch.nn.RNN(3, 4, batch_first=True)).double()
     state = port.torch_state_dict(torch_net)
-    ours = FlaxNet(_layers.RNNCell(3, 4, rngs=nnx.Rngs(0)), 4)
-    port.to_nnx(ours, state)
-    assert {"rnn.bias_ih_l0", "rnn.bias_hh_l0"} <= set(port.from_nnx(ours))
+    ours = FlaxNet(layers.RNNCell(3, 4, rngs=nnx.Rngs(0)), 4)
+    port.torch_to_nnx(state, ours)
+    assert {"rnn.bias_ih_l0", "rnn.bias_hh_l0"} <= set(port.nnx_to_torch(ours))
     x = RNG.standard_normal((2, 6, 3))
     out, _ = torch_net.rnn(torch.from_numpy(x))
     np.testing.assert_allclose(np.asarray(ours.rnn(jnp.asarray(x))), out.detach(), atol=1e-15)
@@ -147,7 +148,7 @@ def test_embedding_looks_up_in_the_tables_dtype():
     table = RNG.standard_normal((9, 10))
     words = jnp.array([[0, 1, 2, 3, 4]])
     ours, stock = (
-        cls(9, 10, rngs=nnx.Rngs(0)) for cls in (_layers.Embed, nnx.Embed)
+        cls(9, 10, rngs=nnx.Rngs(0)) for cls in (layers.Embed, nnx.Embed)
     )  # both built float32, then given a float64 table as the port does
     for embed in (ours, stock):
         embed.embedding.set_value(jnp.asarray(table))
@@ -161,8 +162,8 @@ def test_time_major_must_match_the_layout():
     batch-major into a time-major nnx.RNN is a different computation."""
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(3, 4).double()  # (seq_len, batch, features)
-    net = FlaxNet(_layers.LSTMCell(3, 4, rngs=nnx.Rngs(0)), 4, time_major=True)
-    port.to_nnx(net, port.torch_state_dict(TorchNet(lstm)))
+    net = FlaxNet(layers.LSTMCell(3, 4, rngs=nnx.Rngs(0)), 4, time_major=True)
+    port.torch_to_nnx(port.torch_state_dict(TorchNet(lstm)), net)
     x = RNG.standard_normal((6, 2, 3))  # 6 steps, batch 2
     out, _ = lstm(torch.from_numpy(x))
     np.testing.assert_allclose(np.asarray(net.rnn(jnp.asarray(x))), out.detach(), atol=1e-15)

@@ -1,13 +1,12 @@
-"""Fit y = w x^2 + b with torch autograd, and by hand in numpy.
+"""Fit y = w x^2 + b with torch autograd.
 
 Lesson C (Wu Maogui, Python深度学习, ch. 2.6 "使用Numpy实现机器学习" and 2.7 "使用Tensor及autograd";
 docs/LESSONS.md): squared error summed and halved, plain gradient descent written out by hand (no
 torch.optim). ``loss.backward()`` fills ``w.grad`` and ``b.grad``; the JAX twin uses ``jax.grad``.
-The lesson's numpy version (ch. 2.6, gradients derived on paper) is ``fit_by_hand`` below: the
-third implementation.
+The lesson's numpy version (ch. 2.6, gradients derived on paper) is the third implementation:
+``byhand/autograd_fit.py``.
 """
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -50,30 +49,3 @@ def train_step(model, lr, x, y):
 @torch.no_grad()
 def predict(model, x):
     return model(x)
-
-
-def fit_by_hand(w, b, x, y, lr, num_steps):
-    """Chapter 2.6: the same descent in numpy with the gradients derived on paper.
-
-    Returns the final ``w``, ``b`` and the loss before every step.
-    """
-    w, b = np.array(w, dtype=np.float64), np.array(b, dtype=np.float64)
-    losses = []
-    for _ in range(num_steps):
-        y_pred = np.power(x, 2) @ w + b  # (batch, 1)
-        losses.append(0.5 * np.sum((y_pred - y) ** 2))
-        grad_w = np.power(x, 2).T @ (y_pred - y)  # d loss / d w = sum((y_pred - y) * x^2)
-        grad_b = np.sum(y_pred - y, keepdims=True)  # d loss / d b = sum(y_pred - y)
-        w = w - lr * grad_w
-        b = b - lr * grad_b
-    return w, b, np.array(losses)
-
-
-def numpy_by_hand(initial, arrays, hp, order):
-    """``fit_by_hand`` from the common initial ``w``, ``b``, one full-batch step per entry of
-    ``order``: the hook through which ``compare`` runs the third implementation."""
-    num_steps = sum(len(epoch) for epoch in order)
-    w, b, losses = fit_by_hand(
-        initial["w"], initial["b"], arrays["x"], arrays["y"], hp.lr, num_steps
-    )
-    return {"losses": losses, "state": {"w": w, "b": b}}

@@ -1,14 +1,14 @@
 """The lesson's multi-GPU example: ``Net1`` on the house prices, each batch split over devices.
 
 Lesson G (Wu Maogui, Python深度学习, ch. 5.7.2; docs/LESSONS.md): ``Net1`` with ``layer1``
-Linear(12, 16), ``layer2`` Linear(16, 32), ``layer3`` Linear(32, 1), each in a ``Sequential``, ReLU
-after the first two (12 inputs: the B column is dropped, compare/datasets/housing/README.md); batch
-128, shuffled. The lesson wraps it in ``nn.DataParallel`` on two GPUs, which cuts every batch of
-128 into 64 + 64; this project trains it with ``DistributedDataParallel`` (one process per
-device, ``compare/parallel.py``), the lesson's "faster and better" alternative. This file is
-the single-device tutorial: the data-parallel run wraps this very model and step. The
-lesson's optimizer and loss are lost with its code: Adam lr 0.01 and MSE, as
-``housing_regularization`` (compare/registry.py).
+Linear(12, 16), ``layer2`` Linear(16, 32), ``layer3`` Linear(32, 1), each in a ``Sequential``,
+ReLU after the first two (12 inputs: the B column is dropped,
+compare/tutorials/datasets/housing/README.md); batch 128, shuffled. The lesson wraps it in
+``nn.DataParallel`` on two GPUs, which cuts every batch of 128 into 64 + 64; this project trains
+it with ``DistributedDataParallel`` (one process per device, ``compare/parallel/``), the lesson's
+"faster and better" alternative. This file is the single-device tutorial: the data-parallel run
+wraps this very model and step. The lesson's optimizer and loss are lost with its code: Adam lr
+0.01 and MSE, as ``housing_regularization`` (compare/tutorials/registry.py).
 """
 
 import torch

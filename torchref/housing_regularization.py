@@ -3,13 +3,14 @@
 Lesson G (Wu Maogui, Python深度学习, ch. 5.3: 5.3.1 weight decay, 5.3.2 dropout, 5.3.3 batch
 normalisation; the net is the lesson's ``Net1`` of ch. 5.7.2; docs/LESSONS.md). ``layer1``
 Linear(12, 16), ``layer2`` Linear(16, 32), ``layer3`` Linear(32, 1), each in a ``Sequential``, ReLU
-after the first two (12 inputs: the B column is dropped, compare/datasets/housing/README.md). Four
-variants start from the same weights and train side by side on the same mini-batches: ``plain``;
-``L2``, torch's ``weight_decay`` (the chapter's lambda: L2 added to the gradient); ``dropout``, an
-``nn.Dropout`` after ``layer1`` and after ``layer2`` (the lesson's "two dropouts");
-``batchnorm``, a ``BatchNorm1d`` in ``layer1`` and ``layer2`` before the ReLU, as ch. 5.3.3
-places it. MSE, Adam lr 0.01, batch 27, 200 epochs: the lesson's code is lost, so its
-optimizer and schedule are not known; these are this project's choice (compare/registry.py).
+after the first two (12 inputs: the B column is dropped,
+compare/tutorials/datasets/housing/README.md). Four variants start from the same weights and train
+side by side on the same mini-batches: ``plain``; ``L2``, torch's ``weight_decay`` (the chapter's
+lambda: L2 added to the gradient); ``dropout``, an ``nn.Dropout`` after ``layer1`` and after
+``layer2`` (the lesson's "two dropouts"); ``batchnorm``, a ``BatchNorm1d`` in ``layer1`` and
+``layer2`` before the ReLU, as ch. 5.3.3 places it. MSE, Adam lr 0.01, batch 27, 200 epochs: the
+lesson's code is lost, so its optimizer and schedule are not known; these are this project's choice
+(compare/tutorials/registry.py).
 """
 
 import torch

@@ -4,10 +4,10 @@ Lesson G (Wu Maogui, Python深度学习, ch. 5.3.4 weight initialisation, 5.4 ac
 loss functions; the chapter's code listings are lost, its prose names the schemes and functions;
 docs/LESSONS.md).
 
-- ``INITIALIZERS``, ``ACTIVATIONS``, ``LOSSES``, ``default_linear``, ``default_conv``: each
-  scheme and function of the chapter as torch writes it, under the same keys as its twin in
-  ``jaxnets.init_and_activations``. ``compare/equivalences.py`` draws and evaluates both sides
-  and writes the table of equivalences (``run`` and ``parity`` of ``init-and-activations``).
+- ``INITIALIZERS``, ``ACTIVATIONS``, ``LOSSES``, ``default_linear``, ``default_conv``: each scheme
+  and function of the chapter as torch writes it, under the same keys as its twin in
+  ``jaxnets.init_and_activations``. ``compare/tutorials/equivalences.py`` draws and evaluates both
+  sides and writes the table of equivalences (``run`` and ``parity`` of ``init-and-activations``).
 - ``Net``: a small classifier built from them: each hidden layer initialised by the scheme the
   chapter recommends for the activation after it (xavier for the S-shaped tanh and sigmoid,
   kaiming for the ReLU family), torch's default init for ``out``, and

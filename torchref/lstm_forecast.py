@@ -2,10 +2,10 @@
 
 Lesson E (Wu Maogui, Python深度学习, ch. 7.8; docs/LESSONS.md): the lesson read daily highs of the
 CSI 300 index from a web API; here the shipped weekly Mauna Loa CO2 series
-(compare/datasets/co2/README.md), normalised by its mean and std. ``RNN`` with ``rnn`` LSTM(1, 64,
-batch_first) over the 30-value window and ``out`` Linear(64, 1) on its last step; MSE, Adam, batch
-20, windows in order (the lesson's DataLoader does not shuffle); trained on the head of the series,
-tested on its tail.
+(compare/tutorials/datasets/co2/README.md), normalised by its mean and std. ``RNN`` with ``rnn``
+LSTM(1, 64, batch_first) over the 30-value window and ``out`` Linear(64, 1) on its last step; MSE,
+Adam, batch 20, windows in order (the lesson's DataLoader does not shuffle); trained on the head of
+the series, tested on its tail.
 """
 
 import torch

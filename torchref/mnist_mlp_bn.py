@@ -3,9 +3,9 @@
 Lesson D (Wu Maogui, Python深度学习, ch. 3.2 and 3.7; docs/LESSONS.md): ``Net(784, 300, 100, 10)``,
 ``layer1`` and ``layer2`` Sequential(Linear, BatchNorm1d), ``layer3`` Sequential(Linear), ReLU after
 the first two; SGD lr 0.01 momentum 0.5, batch 64, 20 epochs, ``Normalize([0.5], [0.5])``. The loop
-flattens each image to 784 before the model (done once in compare/data.py here), and "dynamically"
-cuts the learning rate: ``if epoch % 5 == 0: optimizer.param_groups[0]["lr"] *= 0.1`` at the start
-of every epoch, so already the first epoch trains at 0.001.
+flattens each image to 784 before the model (done once in compare/tutorials/data.py here), and
+"dynamically" cuts the learning rate: ``if epoch % 5 == 0: optimizer.param_groups[0]["lr"] *= 0.1``
+at the start of every epoch, so already the first epoch trains at 0.001.
 """
 
 import torch

@@ -3,8 +3,8 @@
 The parent (``bench``) starts one child process per framework, ``python -m compare.bench
 --worker torch|jax ...``, and merges what they report: torch.compile's threads and JAX's
 device memory never share a process, and each child sets the same precision mode. Each child
-builds its side with ``compare.twins.make_twins`` (the same initial weights on both sides, the
-data on the device in the bench dtype) and times every variant of its framework:
+builds its side with ``compare.tutorials.twins.make_twins`` (the same initial weights on both
+sides, the data on the device in the bench dtype) and times every variant of its framework:
 
 - ``torch-eager``: the tutorial's ``train_step`` once per batch, batches indexed on the device
   beforehand;
@@ -14,7 +14,7 @@ data on the device in the bench dtype) and times every variant of its framework:
 - ``jax-nnx-jit``: the tutorial's ``@nnx.jit`` ``train_step`` once per batch, as Flax users
   write it (the module graph is walked in Python on every call);
 - ``jax-steps``: one jitted pure step per Python iteration, the graph split once
-  (``jaxnets._train.train_epoch(loop="steps")``);
+  (``jaxnets.train_epoch(loop="steps")``);
 - ``jax-scan``: the steps as one jitted ``lax.scan`` (``train_epoch(loop="scan")``,
   ``train_full_batch`` for full-batch tasks);
 - ``lesson``: the lesson as written: torchvision's ``datasets.MNIST`` with ``ToTensor()`` and
@@ -42,7 +42,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from compare import CompareError, registry
 from compare.bench.adapters import Adapter, adapter_for
 from compare.bench.machine import ROOT, git_revision, host, versions
 from compare.bench.report import markdown, summary_markdown, write
@@ -57,6 +56,8 @@ from compare.bench.variants import (
     VARIANTS,
     WORKER_VARIANTS,
 )
+from compare.errors import CompareError
+from compare.tutorials import registry
 
 __all__ = [
     "JAX_VARIANTS",

@@ -6,10 +6,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from compare import CompareError, registry
 from compare.bench.jax_worker import jax_worker
 from compare.bench.timing import one_line
 from compare.bench.torch_worker import torch_worker
+from compare.errors import CompareError
+from compare.tutorials import registry
 
 
 def worker_main(argv=None):

@@ -67,23 +67,25 @@ class Adapter:
         return functools.partial(_nnx_jit_loop, module.train_step, model, optimizer, args)
 
     def jax_steps(self, module, model, optimizer, x, y, batches, full_batch):
-        from jaxnets import _train
+        import jaxnets
 
         if full_batch:
             return functools.partial(
                 _full_batch_steps, module.train_step, model, optimizer, x, y, len(batches)
             )
         index = _device_put(batches)
-        return _last(_train.train_epoch, module.train_step, model, optimizer, x, y, index, "steps")
+        return _last(jaxnets.train_epoch, module.train_step, model, optimizer, x, y, index, "steps")
 
     def jax_scan(self, module, model, optimizer, x, y, batches, full_batch):
-        from jaxnets import _train
+        import jaxnets
 
         if full_batch:
             return _last(
-                _train.train_full_batch, module.train_step, model, optimizer, x, y, len(batches)
+                jaxnets.train_full_batch, module.train_step, model, optimizer, x, y, len(batches)
             )
-        return _last(_train.train_epoch, module.train_step, model, optimizer, x, y, batches, "scan")
+        return _last(
+            jaxnets.train_epoch, module.train_step, model, optimizer, x, y, batches, "scan"
+        )
 
 
 def _last(loop, *args):

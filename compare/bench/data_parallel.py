@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from compare import CompareError, parallel, registry
 from compare.bench.machine import git_revision, host, versions
 from compare.bench.timing import plan, summarize
+from compare.errors import CompareError
+from compare.parallel import jax_mesh, launch, policy
+from compare.tutorials import registry
 
 
 def _order(twins, opts):
@@ -46,24 +48,25 @@ def bench(name, n, opts):
     import jax
     import torch
 
-    from compare.twins import make_twins
+    from compare.tutorials.twins import make_twins
 
     task = registry.get(name)
-    parallel.check_task(task, task.hp, n)
+    policy.check_request(task, task.hp, n)
+    jax_mesh.mesh(n)  # enough devices, before anything runs
     counts = sorted({1, n})
     rows, torch_sizes = [], None
     twins = make_twins(task, dtype=opts["dtype"], seed=opts["seed"])
     order, epochs = _order(twins, opts)
-    parallel.check_split(order, n)
+    policy.check_split(order, n)
     steps, batch = len(order[0]), twins.hp.batch_size
     base = {}
     for count in counts:  # JAX in this process
         fresh = make_twins(task, dtype=opts["dtype"], seed=opts["seed"])
-        data_mesh = parallel.mesh(count)
+        data_mesh = jax_mesh.mesh(count)
         seconds = []
         for _ in range(opts["repeats"] + 1):
             start = time.perf_counter()
-            losses, _ = parallel.train_jax_sharded(fresh, order, data_mesh)
+            losses, _ = jax_mesh.train_jax_sharded(fresh, order, data_mesh)
             np.asarray(losses)  # on the host: the block is done
             seconds.append(time.perf_counter() - start)
         row = _row("jax", count, seconds, steps, batch, base.get("jax"))
@@ -73,7 +76,7 @@ def bench(name, n, opts):
         with tempfile.TemporaryDirectory(prefix="twinnets-bench-dp-") as tmp:
             out = Path(tmp) / "torch.npz"
             extra = ["--time-repeats", str(opts["repeats"]), "--full-batches-only"]
-            argv = parallel.worker_args(
+            argv = launch.worker_args(
                 task.name,
                 opts["dtype"],
                 opts["seed"],
@@ -85,7 +88,7 @@ def bench(name, n, opts):
                 str(out),
                 extra,
             )
-            parallel.launch("torch", count, argv)
+            launch.launch("torch", count, argv)
             with np.load(out) as f:
                 seconds, sizes = f["seconds"].tolist(), f["sizes"].tolist()
                 timed = int(f["steps"])

@@ -3,10 +3,10 @@ the whole block as one ``lax.scan``."""
 
 import functools
 
-from compare import CompareError
 from compare.bench.adapters import adapter_for
 from compare.bench.machine import cpu_name
 from compare.bench.timing import loss_value, plan, run_variant
+from compare.errors import CompareError
 
 
 def jax_worker(task, opts):
@@ -14,7 +14,8 @@ def jax_worker(task, opts):
     from flax import nnx
 
     from compare import port
-    from compare.twins import DTYPES, make_twins
+    from compare.toolkit.engine import DTYPES
+    from compare.tutorials.twins import make_twins
 
     backend = jax.default_backend()
     if opts["device"] == "cuda" and backend != "gpu":
@@ -30,7 +31,7 @@ def jax_worker(task, opts):
 
     def fresh():
         model = module.new_model(hp, nnx.Rngs(opts["seed"]))
-        port.to_nnx(model, twins.initial, dtype=np_dtype)
+        port.torch_to_nnx(twins.initial, model, dtype=np_dtype)
         model.train()
         return model, module.new_optimizer(model, hp)
 

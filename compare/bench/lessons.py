@@ -98,7 +98,7 @@ def lesson_mnist(root, lesson):
     them (``root/MNIST/raw``, under the full set's names), with the lesson's transforms."""
     from torchvision import datasets, transforms
 
-    from compare import data
+    from compare.tutorials import data
 
     raw = Path(root) / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)

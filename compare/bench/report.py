@@ -1,12 +1,9 @@
 """The bench's output: one markdown table per task, the summary table, the written files."""
 
 import json
-import shutil
-import tempfile
-from pathlib import Path
 
-from compare import CompareError
 from compare.bench.variants import VARIANTS
+from compare.files import check_writable, write_whole
 
 
 def _fmt(value, digits=3):
@@ -71,28 +68,16 @@ def summary_markdown(results, skipped=None):
 
 
 def write(out_dir, payload, text, results):
-    """``bench.md``, ``bench.png`` and ``bench.json`` (last), through a staging directory;
+    """``bench.md``, ``bench.png`` and ``bench.json`` (last), written whole or not at all;
     ``results=None`` (``--data-parallel``'s table, nothing per variant to plot): no picture."""
-    from compare import plots
-    from compare.runs import _check_writable
+    from compare.tutorials import plots
 
-    out_dir = Path(out_dir)
-    _check_writable(out_dir)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    except OSError as err:
-        raise CompareError(f"--out {out_dir}: cannot write there ({err.strerror or err})") from None
-    names = ("bench.md", "bench.png", "bench.json") if results else ("bench.md", "bench.json")
-    try:
+    check_writable(out_dir)
+
+    def write_files(staging):
         (staging / "bench.md").write_text(text)
         if results:
             plots.bench_speeds(results, staging / "bench.png")
         (staging / "bench.json").write_text(json.dumps(payload, indent=1))
-        out_dir.mkdir(exist_ok=True)
-        for name in names:  # bench.json last
-            shutil.move(staging / name, out_dir / name)
-    except OSError as err:
-        raise CompareError(f"--out {out_dir}: writing the results failed ({err})") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return [str(out_dir / n) for n in names]
+
+    return write_whole(out_dir, write_files, last="bench.json")

@@ -6,8 +6,8 @@ import traceback
 
 import numpy as np
 
-from compare import CompareError
 from compare.bench.variants import FULL_BATCH_STEPS, MIN_BLOCK_STEPS, QUICK_STEPS
+from compare.errors import CompareError
 
 
 def plan(twins, opts):
@@ -18,7 +18,7 @@ def plan(twins, opts):
     least ``MIN_BLOCK_STEPS``, running on into the next epochs); full-batch tasks:
     ``FULL_BATCH_STEPS`` steps on all the data. ``--steps`` and ``--quick`` shorten or
     lengthen the block."""
-    from compare import data
+    from compare.tutorials import data
 
     n = len(twins.arrays["x"])
     size = twins.hp.batch_size

@@ -3,17 +3,17 @@
 import copy
 import tempfile
 
-from compare import CompareError
 from compare.bench.adapters import adapter_for
 from compare.bench.lessons import lesson_block
 from compare.bench.machine import cpu_name
 from compare.bench.timing import loss_value, plan, run_variant
+from compare.errors import CompareError
 
 
 def torch_worker(task, opts):
     import torch
 
-    from compare.twins import make_twins
+    from compare.tutorials.twins import make_twins
 
     if opts["device"] == "cuda" and not torch.cuda.is_available():
         raise CompareError("--device cuda: torch sees no CUDA device")

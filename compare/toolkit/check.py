@@ -1,0 +1,503 @@
+"""``compare.check``: a user's PyTorch model against their Flax NNX port, in lockstep.
+
+The lockstep engine (``compare.toolkit.engine``) for any pair of models: the torch
+weights are ported into the NNX module (``port.torch_to_nnx``), the optax twin of the torch
+optimizer is derived (``optim.to_optax``) unless given, and both sides train on the same
+batches, one step at a time, in float64 by default. Every step's forward output, loss,
+gradients, parameters and statistics after the update and optimizer state are compared in
+torch's key names; the first tensor past the tolerance is ``first_divergence``, with a hint
+when the pattern is a known porting trap (``compare.toolkit.traps``, docs/PORTING.md).
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+from flax import nnx
+
+from compare import optim, port
+from compare.arrays import cast, to_flax_layout
+from compare.diff import max_rel_diff, tensor_rel_diff
+from compare.errors import CompareError, SideError
+from compare.toolkit import engine, traps
+
+TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
+
+
+@dataclass
+class Report:
+    """What ``check`` found. ``to_json()`` has ``parity --json``'s fields (``dtype``,
+    ``steps``, ``loss_max_rel_diff``, ``param_max_rel_diff``, ``tolerance``, ``passed``) and
+    ``forward_rel_diff``, ``grad_rel_diff`` (tiers 1-2 on the first batch at the initial
+    weights), ``first_divergence`` (None, or ``{"step", "tensor", "rel_diff", "hint"}``),
+    ``dropout`` (how dropout ran) and ``optimizer`` (where the optax side came from)."""
+
+    dtype: str
+    steps: int
+    loss_max_rel_diff: float
+    param_max_rel_diff: float
+    forward_rel_diff: float
+    grad_rel_diff: float
+    tolerance: float
+    passed: bool
+    first_divergence: dict | None
+    dropout: str
+    optimizer: str
+    compared: list = field(default_factory=list)
+    torch_losses: np.ndarray = None
+    jax_losses: np.ndarray = None
+
+    def to_json(self):
+        return {
+            "dtype": self.dtype,
+            "steps": self.steps,
+            "loss_max_rel_diff": self.loss_max_rel_diff,
+            "param_max_rel_diff": self.param_max_rel_diff,
+            "forward_rel_diff": self.forward_rel_diff,
+            "grad_rel_diff": self.grad_rel_diff,
+            "tolerance": self.tolerance,
+            "passed": self.passed,
+            "first_divergence": self.first_divergence,
+            "dropout": self.dropout,
+            "optimizer": self.optimizer,
+            "compared": self.compared,
+            "final_loss": {
+                "jax": np.asarray(self.jax_losses[-1]).tolist(),
+                "torch": np.asarray(self.torch_losses[-1]).tolist(),
+            },
+        }
+
+    def __str__(self):
+        verdict = "PASSED" if self.passed else "FAILED"
+        lines = [f"check {self.dtype} lockstep over {self.steps} steps: {verdict}"]
+        for key in ("loss_max_rel_diff", "param_max_rel_diff", "forward_rel_diff", "grad_rel_diff"):
+            lines.append(f"  {key:<22} {getattr(self, key):.3e}")
+        lines.append(f"  {'tolerance':<22} {self.tolerance:.1e}")
+        lines.append(f"  {'optimizer':<22} {self.optimizer}")
+        lines.append(f"  {'dropout':<22} {self.dropout}")
+        first = self.first_divergence
+        if first is not None:
+            lines.append(
+                f"  first divergence: step {first['step']}, {first['tensor']} "
+                f"(relative difference {first['rel_diff']:.3e})"
+            )
+            if first.get("hint"):
+                lines.append(f"  hint: {first['hint']}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"Report({json.dumps(self.to_json())})"
+
+
+def check(
+    torch_model,
+    flax_model,
+    *,
+    batches,
+    torch_loss,
+    flax_loss,
+    torch_optimizer,
+    optax_tx=None,
+    steps=None,
+    dtype="float64",
+    to_flax=None,
+    tolerance=None,
+    scheduler=None,
+    torch_step=None,
+    flax_step=None,
+    dropout="masks",
+    seed=0,
+    progress=False,
+):
+    """Check ``flax_model`` (NNX) against ``torch_model`` in lockstep; returns a ``Report``.
+
+    - ``batches``: a list of ``(x, y)`` numpy pairs in torch's layout, one epoch; a third
+      element, a dict of arrays, is noise both losses take as a fourth argument (a VAE's eps,
+      a GAN's z). ``steps`` (default: one epoch) cycles them.
+    - ``torch_loss(model, x, y)`` and ``flax_loss(model, x, y)``: each side's loss, as in the
+      tutorial files.
+    - ``torch_optimizer``: a ``torch.optim.Optimizer`` on ``torch_model``'s parameters; the optax
+      side is ``compare.optim.to_optax(torch_optimizer, scheduler)`` unless ``optax_tx`` is
+      given. ``scheduler``: a torch scheduler stepped after each epoch of ``batches``.
+    - ``dtype``: ``"float64"`` (any semantic difference shows; default tolerance 1e-9) or
+      ``"float32"`` (the drift is reported; default tolerance 1e-4). ``tolerance`` overrides.
+    - ``to_flax(array)``: one array of a batch in the Flax layout (default: 4-D arrays NCHW ->
+      NHWC, others unchanged).
+    - ``dropout``: ``"masks"`` (each ``nn.Dropout`` / ``nnx.Dropout`` pair, matched by name,
+      gets the same mask, drawn in numpy, each step) or ``"off"``.
+    - Steps that are not "one loss, one optimizer" (two optimizers, a state carried between
+      steps, a learning rate changed by hand): ``torch_step(model, optimizer, x, y)`` and
+      ``flax_step(model, optimizer, x, y)`` train one step and return its loss(es); then
+      ``torch_optimizer`` and ``optax_tx`` are whatever the steps take (an ``optax_tx`` that is
+      a transformation is wrapped in ``nnx.Optimizer``; a function is called with the ported
+      ``flax_model`` and returns the optimizer), the gradients compared are those of
+      the two losses at the weights before each step, and the optimizer state is not compared.
+
+    Both models are trained in place (``torch_model`` converted to ``dtype``); the torch
+    weights are first ported into ``flax_model``. Bad input ends in one ``CompareError`` line.
+    """
+    if dtype not in engine.DTYPES:
+        raise CompareError(f"unknown dtype {dtype!r}; use float32 or float64")
+    if dropout not in ("masks", "off"):
+        raise CompareError(f"dropout must be 'masks' or 'off', not {dropout!r}")
+    if not isinstance(torch_model, torch.nn.Module):
+        raise CompareError(
+            f"torch_model must be a torch.nn.Module, not {type(torch_model).__name__}"
+        )
+    if not isinstance(flax_model, nnx.Module):
+        raise CompareError(f"flax_model must be an nnx.Module, not {type(flax_model).__name__}")
+    for name, fn in (("torch_loss", torch_loss), ("flax_loss", flax_loss)):
+        if not callable(fn):
+            raise CompareError(f"{name} must be a function loss(model, x, y)")
+    custom = torch_step is not None or flax_step is not None
+    if custom and (torch_step is None or flax_step is None):
+        raise CompareError("give both torch_step and flax_step, or neither")
+    if custom and optax_tx is None:
+        raise CompareError("with flax_step, optax_tx is the optimizer flax_step takes")
+    if custom and scheduler is not None:
+        raise CompareError("with torch_step, the steps handle the learning rate (no scheduler)")
+    if not custom and not isinstance(torch_optimizer, torch.optim.Optimizer):
+        raise CompareError(
+            f"torch_optimizer must be a torch.optim.Optimizer, not {type(torch_optimizer).__name__}"
+        )
+    batches = _batches(batches)
+    steps = len(batches) if steps is None else int(steps)
+    if steps < 1:
+        raise CompareError("steps must be at least 1")
+    tolerance = TOLERANCE[dtype] if tolerance is None else float(tolerance)
+    np_dtype, torch_dtype = engine.DTYPES[dtype]
+    engine.set_precision(dtype)
+
+    torch_model.to(torch_dtype)  # in place: the optimizer keeps its Parameters
+    if not custom:
+        owned = {id(p) for p in torch_model.parameters()}
+        if any(id(p) not in owned for g in torch_optimizer.param_groups for p in g["params"]):
+            raise CompareError("torch_optimizer holds parameters that are not torch_model's")
+    port.torch_to_nnx(
+        torch_model.state_dict(),
+        flax_model,
+        dtype=np_dtype,
+        fold_biases=True,
+        source="torch_model's weights into flax_model",
+    )
+    _cast_other_variables(flax_model, np_dtype)
+    folds = port.mapping(flax_model, fold_biases=True).folds
+
+    start_epoch = None
+    if custom:
+        flax_optimizer = optax_tx
+        if isinstance(optax_tx, optax.GradientTransformation):
+            flax_optimizer = nnx.Optimizer(flax_model, optax_tx, wrt=nnx.Param)
+        elif callable(optax_tx):  # built on the ported model: its state in the right dtype
+            flax_optimizer = optax_tx(flax_model)
+        label = "custom steps"
+    else:
+        tx = optax_tx
+        label = "optax_tx as given"
+        if tx is None:
+            tx = optim.to_optax(
+                torch_optimizer,
+                scheduler,
+                steps_per_epoch=len(batches),
+                torch_model=torch_model,
+                flax_model=flax_model,
+            )
+            label = f"compare.optim.to_optax({type(torch_optimizer).__name__})"
+        flax_optimizer = nnx.Optimizer(flax_model, tx, wrt=nnx.Param)
+        if scheduler is not None:
+            start_epoch = lambda epoch: scheduler.step() if epoch > 0 else None  # noqa: E731
+
+    suspects = traps.audit(torch_model, flax_model, dtype)  # before dropout layers are swapped
+    feed = DropoutFeed(torch_model, flax_model, dropout, seed, np_dtype)
+    to_flax = to_flax or to_flax_layout
+
+    def to_torch_side(a):
+        return torch.from_numpy(np.ascontiguousarray(cast(a, np_dtype)))
+
+    def to_jax_side(a):
+        return jnp.asarray(np.asarray(to_flax(cast(a, np_dtype))))
+
+    if custom:
+        torch_side_step, jax_side_step = torch_step, flax_step
+    else:
+        torch_side_step, jax_side_step = _torch_step(torch_loss), _flax_step(flax_loss)
+    pair = engine.Pair(
+        torch=engine.Side(
+            "torch",
+            torch_model,
+            torch_optimizer,
+            torch_loss,
+            torch_side_step,
+            to_torch_side,
+            step_grads=not custom,
+            start_epoch=start_epoch,
+        ),
+        jax=engine.Side(
+            "jax",
+            flax_model,
+            flax_optimizer,
+            flax_loss,
+            jax_side_step,
+            to_jax_side,
+            step_grads=not custom,
+        ),
+        dtype=dtype,
+        folds=folds,
+    )
+    try:
+        torch_model.train()
+        flax_model.train()
+        feed.begin(0)
+        forward, grads = engine.probe(pair, *pair.feed(*batches[0]), jit=True)
+        witness = None
+        if not custom and scheduler is None and dtype == "float64":
+            witness = _witness(torch_optimizer, flax_model, folds, tolerance)
+        recorder = engine.Recorder(
+            tolerance, diagnose=traps.Diagnosis(pair, suspects, tolerance, witness)
+        )
+        torch_losses, jax_losses = engine.run_recorded(
+            pair,
+            batches,
+            steps,
+            recorder,
+            before_step=feed.begin,
+            observers=[witness] if witness is not None else [],
+            progress=progress,
+        )
+    except SideError as err:
+        found = traps.Diagnosis(pair, suspects, tolerance).structural_hint()
+        raise CompareError(f"{err}" + (f"; hint: {found}" if found else "")) from None
+    finally:
+        feed.remove()
+
+    loss_diff = max_rel_diff(jax_losses, torch_losses)
+    final = engine.state_pairs(
+        pair, port.torch_state_dict(torch_model), port.nnx_to_torch(flax_model)
+    )
+    param_diff = tensor_rel_diff(
+        {name: got for name, _, got, _ in final}, {name: want for name, _, _, want in final}
+    )
+    passed = max(loss_diff, param_diff, forward, grads) <= tolerance and recorder.first is None
+    return Report(
+        dtype=dtype,
+        steps=int(steps),
+        loss_max_rel_diff=loss_diff,
+        param_max_rel_diff=param_diff,
+        forward_rel_diff=forward,
+        grad_rel_diff=grads,
+        tolerance=tolerance,
+        passed=bool(passed),
+        first_divergence=recorder.first,
+        dropout=feed.describe(),
+        optimizer=label,
+        compared=sorted(recorder.compared),
+        torch_losses=torch_losses,
+        jax_losses=jax_losses,
+    )
+
+
+def _as_array(value, what):
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, int | float):
+        value = np.asarray(value)
+    if not isinstance(value, np.ndarray):
+        raise CompareError(f"{what} must be a numpy array, not {type(value).__name__}")
+    return value
+
+
+def _batches(batches):
+    """``[(x, y, noise or None)]`` of numpy arrays, or one CompareError line."""
+    if not isinstance(batches, list | tuple) or not batches:
+        raise CompareError("batches must be a non-empty list of (x, y) numpy pairs")
+    out = []
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, list | tuple) or len(batch) not in (2, 3):
+            raise CompareError(f"batch {i} must be an (x, y) pair (or (x, y, noise))")
+        x, y = _as_array(batch[0], f"batch {i}'s x"), _as_array(batch[1], f"batch {i}'s y")
+        noise = batch[2] if len(batch) == 3 else None
+        if noise is not None:
+            if not isinstance(noise, dict):
+                raise CompareError(f"batch {i}'s noise must be a dict of numpy arrays")
+            noise = {k: _as_array(v, f"batch {i}'s noise {k!r}") for k, v in noise.items()}
+        out.append((x, y, noise))
+    return out
+
+
+def _cast_other_variables(model, np_dtype):
+    """Floating variables the port does not write (a carried state) in the side's dtype."""
+    ported = {id(var) for _, var, _, _ in port.mapping(model, fold_biases=True).values()}
+    for _, var in nnx.to_flat_state(nnx.state(model, nnx.Not(nnx.Param))):
+        value = var.get_value()
+        if id(var) not in ported and jnp.issubdtype(jnp.asarray(value).dtype, jnp.floating):
+            var.set_value(jnp.asarray(value, np_dtype))
+
+
+def _torch_step(torch_loss):
+    """zero_grad, loss, backward, the gradients kept, step: torch's training step."""
+
+    def step(model, optimizer, x, y, *noise):
+        optimizer.zero_grad()
+        loss = torch_loss(model, x, y, *noise)
+        loss.backward()
+        grads = engine.torch_grads(model)
+        optimizer.step()
+        return loss.detach(), grads
+
+    return step
+
+
+def _flax_step(flax_loss):
+    """``nnx.value_and_grad`` and ``optimizer.update`` under ``nnx.jit``, the gradients kept."""
+
+    @nnx.jit
+    def jitted(model, optimizer, x, y, noise):
+        args = () if noise is None else (noise,)
+        loss, grads = nnx.value_and_grad(flax_loss)(model, x, y, *args)
+        optimizer.update(model, grads)
+        return loss, grads
+
+    def step(model, optimizer, x, y, *noise):
+        return jitted(model, optimizer, x, y, noise[0] if noise else None)
+
+    return step
+
+
+def _witness(torch_optimizer, flax_model, folds, tolerance):
+    """The optimizer witness (``traps.OptimizerWitness``) for one plain parameter group."""
+    if len(torch_optimizer.param_groups) != 1:
+        return None
+    seconds = {second for _, second in folds}
+    params = {
+        key: value
+        for key, value in port.grads_from_nnx(flax_model, nnx.state(flax_model, nnx.Param)).items()
+        if key not in seconds
+    }
+    try:
+        return traps.OptimizerWitness(torch_optimizer, params, min(tolerance, 1e-12))
+    except CompareError:  # an optimizer to_optax cannot translate: no witness, no hint
+        return None
+
+
+# --- dropout: the same masks on both sides, or none -------------------------------------------
+
+
+class _Mask(engine.Fed):
+    """A dropout mask handed in from numpy: neither a parameter nor a statistic."""
+
+
+class FedDropout(nnx.Module):
+    """Stands in for an ``nnx.Dropout`` during a check: multiplies by the mask handed in
+    (torch's layout, moved channels-last where the input is) and scales by ``1 / (1 - rate)``
+    with the Flax layer's own rate; ``off`` passes the input through."""
+
+    def __init__(self, rate, off):
+        self.rate, self.off = rate, off
+        self.deterministic = False
+        self.mask = _Mask(jnp.ones(()))
+
+    def __call__(self, x, *, deterministic=None, rngs=None):
+        if self.off or self.deterministic or deterministic:
+            return x
+        mask = self.mask[...]
+        if mask.shape != x.shape and mask.ndim >= 3:
+            mask = jnp.moveaxis(mask, 1, -1)
+        if mask.shape != x.shape:
+            raise CompareError(
+                f"a dropout mask of shape {self.mask[...].shape} for an input {x.shape}"
+            )
+        return x * mask / (1 - self.rate)
+
+
+class DropoutFeed:
+    """Hooks every ``nn.Dropout`` of the torch model and swaps every ``nnx.Dropout`` of the
+    Flax model for a ``FedDropout`` of the same name; each step, the mask of a layer is drawn
+    in numpy (from the seed, the step and the layer) when torch first runs it, and handed to
+    the Flax layer. ``remove`` puts everything back."""
+
+    def __init__(self, torch_model, flax_model, mode, seed, np_dtype):
+        self.mode, self.seed, self.np_dtype = mode, seed, np_dtype
+        self.step, self.masks = None, {}
+        torch_layers = {
+            name: m
+            for name, m in torch_model.named_modules()
+            if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0
+        }
+        modules = dict(nnx.iter_modules(flax_model))
+        flax_layers = {
+            port.torch_prefix(path, modules).rstrip("."): path
+            for path, m in modules.items()
+            if isinstance(m, nnx.Dropout) and path
+        }
+        if sorted(torch_layers) != sorted(flax_layers):
+            raise CompareError(
+                f"dropout layers differ: torch has {sorted(torch_layers)}, "
+                f"Flax has {sorted(flax_layers)}"
+            )
+        if mode == "masks":
+            for name, m in torch_layers.items():
+                if type(m) is not torch.nn.Dropout:
+                    raise CompareError(
+                        f"{name}: {type(m).__name__} masks cannot be fed; pass dropout='off'"
+                    )
+        self.names = sorted(torch_layers)
+        self.stand_ins, self.originals, self.hooks = {}, [], []
+        for index, name in enumerate(self.names):
+            path = flax_layers[name]
+            parent, key = modules[path[:-1]], path[-1]
+            original = modules[path]
+            stand_in = FedDropout(original.rate, off=mode == "off")
+            self._put(parent, key, stand_in)
+            self.originals.append((parent, key, original))
+            self.stand_ins[name] = stand_in
+            self.hooks.append(
+                torch_layers[name].register_forward_hook(
+                    self._hook(name, index, torch_layers[name])
+                )
+            )
+
+    @staticmethod
+    def _put(parent, key, module):
+        if isinstance(key, int) or isinstance(parent, nnx.Dict):
+            parent[key] = module
+        else:
+            setattr(parent, key, module)
+
+    def begin(self, step):
+        if step != self.step:
+            self.step, self.masks = step, {}
+
+    def _hook(self, name, index, layer):
+        def hook(module, inputs, output):
+            if not module.training:
+                return None
+            x = inputs[0]
+            if self.mode == "off":
+                return x
+            if name not in self.masks:
+                rng = np.random.default_rng([self.seed, 7, self.step or 0, index])
+                keep = (rng.random(tuple(x.shape)) >= layer.p).astype(self.np_dtype)
+                self.masks[name] = keep
+                self.stand_ins[name].mask.set_value(jnp.asarray(keep))
+            mask = self.masks[name]
+            if mask.shape != tuple(x.shape):
+                raise CompareError(f"{name} runs twice in one pass on other shapes; dropout='off'")
+            return x * torch.from_numpy(mask) / (1 - layer.p)
+
+        return hook
+
+    def remove(self):
+        for hook in self.hooks:
+            hook.remove()
+        for parent, key, original in self.originals:
+            self._put(parent, key, original)
+        self.hooks, self.originals = [], []
+
+    def describe(self):
+        if not self.names:
+            return "none"
+        how = "masks fed from numpy" if self.mode == "masks" else "off"
+        return f"{how}: {', '.join(self.names)}"

@@ -1,0 +1,529 @@
+"""The lockstep engine: two sides trained on the same batches and compared, step by step.
+
+It knows models, losses, optimizers and numpy batches, never a tutorial: ``compare.check``
+runs a user's pair on it, and the tutorials' ``parity`` builds its pair from the registry
+(``compare.tutorials.twins.tutorial_pair``). Its seams:
+
+- precision: ``DTYPES`` and ``set_precision``, the same on both sides;
+- building: a ``Side`` per framework (model, optimizer, loss, step, how a numpy array becomes
+  this side's tensor), two of them a ``Pair``;
+- feeding: ``Pair.feed`` turns one numpy batch (torch's layout) into each side's tensors;
+- running: ``run_recorded`` (one step at a time, every tensor of the step kept in torch's key
+  names);
+- comparing: ``probe`` (tiers 1-2), ``Recorder`` (the first tensor past the tolerance), with
+  the relative differences of ``compare.diff``.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+import torch
+from flax import nnx
+from tqdm.auto import tqdm
+
+import jaxnets
+from compare import port
+from compare.diff import check_finite, global_rel_diff, rel_diff, tensor_rel_diff
+from compare.errors import CompareError, SideError
+
+# --- precision ------------------------------------------------------------------------------
+
+DTYPES = {"float32": (np.float32, torch.float32), "float64": (np.float64, torch.float64)}
+
+
+def set_precision(dtype):
+    """Full-precision matmuls on both sides (no TF32), and 64-bit JAX for float64."""
+    if dtype == "float64":
+        jaxnets.use_float64()
+    jax.config.update("jax_default_matmul_precision", "highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    """One framework's half of a lockstep.
+
+    ``loss(model, x, y[, noise])`` is the scalar the gradients are of (tiers 1-2);
+    ``step(model, optimizer, x, y[, noise])`` trains one step and returns its loss(es), or
+    ``(loss, grads)`` when ``step_grads`` (grads in torch's names, taken inside the step);
+    ``to_side`` turns one numpy array in torch's layout into this side's tensor.
+    """
+
+    framework: str  # "torch" or "jax"
+    model: object
+    optimizer: object
+    loss: Callable
+    step: Callable
+    to_side: Callable
+    step_grads: bool = False
+    start_epoch: Callable | None = None  # (epoch) -> None, before the epoch's first step
+
+
+@dataclass
+class Pair:
+    torch: Side
+    jax: Side
+    dtype: str
+    folds: list = field(default_factory=list)  # torch key pairs one Flax bias holds the sum of
+
+    def feed(self, x, y, noise=None):
+        """One numpy batch as ``(torch_inputs, jax_inputs)``, each ``(x, y, noise)``."""
+
+        def side(s):
+            return (
+                s.to_side(x),
+                s.to_side(y),
+                None if noise is None else {k: s.to_side(v) for k, v in noise.items()},
+            )
+
+        return side(self.torch), side(self.jax)
+
+
+def guarded(side, what, fn, *args):
+    """``fn(*args)``, with anything it raises as one ``SideError`` line."""
+    try:
+        return fn(*args)
+    except CompareError:
+        raise
+    except Exception as err:  # the user's code: any kind of error, one line about it
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise SideError(f"the {side} {what} raised {type(err).__name__}: {text}") from err
+
+
+# --- state kept aside while a probe runs ----------------------------------------------------
+
+
+def torch_snapshot(model):
+    """The model's buffers (BatchNorm's statistics), to put back after a train-mode pass."""
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+
+    def restore():
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+    return restore
+
+
+class Fed(nnx.Variable):
+    """A value handed to the JAX model from outside for each step (a dropout mask drawn in
+    numpy): neither trained nor ported, and left alone by snapshots."""
+
+
+def jax_snapshot(model):
+    """Every variable but the parameters (statistics, carried states, RNG counts)."""
+    kept = nnx.Not(nnx.Any(nnx.Param, Fed))
+    saved = [(v, v.get_value()) for _, v in nnx.to_flat_state(nnx.state(model, kept))]
+
+    def restore():
+        for var, value in saved:
+            var.set_value(value)
+
+    return restore
+
+
+def has_forward(model):
+    """Whether ``model(x)`` means something: a torch module with its own ``forward``, an NNX
+    module with a ``__call__`` (a dict of nets, a GAN's pair, has neither)."""
+    if isinstance(model, torch.nn.Module):
+        return type(model).forward is not torch.nn.Module.forward
+    return callable(model)
+
+
+def first_output(out):
+    """A model's output; one returning ``(output, state)`` is compared on the output."""
+    return out[0] if isinstance(out, tuple | list) else out
+
+
+def to_numpy(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def torch_grads(model):
+    """``p.grad`` of every parameter that has one, by its first torch name, as numpy."""
+    return {
+        name: p.grad.detach().cpu().numpy().copy()
+        for name, p in model.named_parameters()
+        if p.grad is not None
+    }
+
+
+def unfold_grads(grads, folds):
+    """A folded Flax bias's gradient is the gradient of each of torch's two: give the second
+    torch name the same (``nnx_to_torch`` writes zeros there, for the forward pass)."""
+    grads = dict(grads)
+    for first, second in folds:
+        if first in grads:
+            grads[second] = grads[first]
+    return grads
+
+
+def probe(pair, torch_inputs, jax_inputs, jit=False):
+    """Tiers 1 and 2 at the current weights on one batch: the relative difference of the
+    outputs (of the loss, where the model takes noise or has no forward of its own) and of the
+    gradients (relative to the whole gradient's scale). Statistics are put back afterwards.
+    ``jit``: the JAX side's forward pass and gradient under ``nnx.jit`` (one compilation each
+    instead of one per operation: parity's probe of the tutorials runs them op by op)."""
+    tx, ty, tnoise = torch_inputs
+    jx, jy, jnoise = jax_inputs
+    t_args = () if tnoise is None else (tnoise,)
+    j_args = () if jnoise is None else (jnoise,)
+    tm, jm = pair.torch.model, pair.jax.model
+    restore_torch, restore_jax = torch_snapshot(tm), jax_snapshot(jm)
+
+    if tnoise is None and has_forward(tm) and has_forward(jm):
+        with torch.no_grad():
+            torch_out = to_numpy(first_output(guarded("torch", "forward", tm, tx)))
+        forward_fn = jitted_forward() if jit else (lambda m, x: first_output(m(x)))
+        jax_out = np.asarray(guarded("jax", "forward", forward_fn, jm, jx))
+        jax_out = match_layout(jax_out, torch_out)
+    else:  # a dict of nets (optimizers), a generative model: compare their (summed) loss
+        with torch.no_grad():
+            torch_out = to_numpy(guarded("torch", "loss", pair.torch.loss, tm, tx, ty, *t_args))
+        loss_fn = jitted(pair.jax.loss) if jit else pair.jax.loss
+        jax_out = np.asarray(guarded("jax", "loss", loss_fn, jm, jx, jy, *j_args))
+    restore_torch()
+    restore_jax()
+    forward = tensor_rel_diff({"out": jax_out}, {"out": torch_out})
+
+    loss = guarded("torch", "loss", pair.torch.loss, tm, tx, ty, *t_args)
+    tm.zero_grad(set_to_none=True)
+    guarded("torch", "backward pass", loss.backward)
+    t_grads = torch_grads(tm)
+    tm.zero_grad(set_to_none=True)
+    grad_fn = jitted_grad(pair.jax.loss) if jit else nnx.grad(pair.jax.loss)
+    j_grads = guarded("jax", "gradient", grad_fn, jm, jx, jy, *j_args)
+    j_grads = port.grads_from_nnx(jm, j_grads)
+    j_grads = unfold_grads(j_grads, pair.folds)
+    restore_torch()
+    restore_jax()
+    if not set(t_grads) <= set(j_grads):  # torch may freeze some (no grad); JAX has them all
+        raise AssertionError(f"gradient keys differ: {sorted(j_grads)} vs {sorted(t_grads)}")
+    return forward, global_rel_diff(j_grads, t_grads)
+
+
+def match_layout(jax_out, torch_out):
+    """A Flax output in torch's layout: features last -> channels first (NHWC -> NCHW, NLC ->
+    NCL) where that is what makes the shapes agree."""
+    if jax_out.shape == torch_out.shape or jax_out.ndim < 3:
+        return jax_out
+    moved = np.moveaxis(jax_out, -1, 1)
+    return moved if moved.shape == torch_out.shape else jax_out
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """Compares every tensor of every step in order and keeps the first past ``tolerance``:
+    ``{"step", "tensor", "rel_diff", "hint"}``. ``diagnose(divergence, context)`` returns the
+    hint (``compare.toolkit.traps``), or a function to ask for it when the run is over."""
+
+    tolerance: float
+    diagnose: Callable | None = None
+    first: dict | None = None
+    compared: set = field(default_factory=set)  # what kinds of tensor were compared
+
+    @property
+    def done(self):
+        return self.first is not None
+
+    def compare(self, step, kind, name, got, want, scale=None, context=None):
+        """``got`` (JAX) against ``want`` (torch); True when this is the first divergence."""
+        if self.done:
+            return False
+        self.compared.add(kind)
+        diff = rel_diff(got, want, scale)
+        if diff <= self.tolerance:
+            return False
+        shapes = np.shape(got) != np.shape(want)
+        self.first = {"step": int(step), "tensor": name, "rel_diff": diff, "hint": None}
+        if shapes:
+            self.first["shapes"] = {"jax": list(np.shape(got)), "torch": list(np.shape(want))}
+        if self.diagnose is not None:
+            self.first["hint"] = self.diagnose(
+                dict(self.first, kind=kind), context if context is not None else {}
+            )
+        return True
+
+    def finish(self):
+        """A hint that needed the steps after the divergence (a callable) is asked now."""
+        if self.first is not None and callable(self.first["hint"]):
+            self.first["hint"] = self.first["hint"]()
+
+
+# --- optimizer state in torch's names -------------------------------------------------------
+
+# optax state fields -> torch's state names (jaxnets/_optim.py's states use torch's names)
+OPTAX_STATE_NAMES = {
+    ("ScaleByAdamState", "mu"): "exp_avg",
+    ("ScaleByAdamState", "nu"): "exp_avg_sq",
+    ("TraceState", "trace"): "momentum_buffer",
+    ("ScaleByRmsState", "nu"): "square_avg",
+    ("ScaleByRStdDevState", "mu"): "grad_avg",
+    ("ScaleByRStdDevState", "nu"): "square_avg",
+    ("ScaleByRssState", "sum_of_squares"): "sum",
+    ("ScaleByAdaDeltaState", "e_g"): "square_avg",
+    ("ScaleByAdaDeltaState", "e_x"): "acc_delta",
+}
+TORCH_STATE_NAMES = {
+    "momentum_buffer",
+    "exp_avg",
+    "exp_avg_sq",
+    "max_exp_avg_sq",
+    "square_avg",
+    "grad_avg",
+    "sum",
+    "acc_delta",
+}
+
+
+def torch_optimizer_state(optimizer, model):
+    """``{(torch key, state name): numpy}`` of a torch optimizer (or a dict of them)."""
+    optimizers = optimizer.values() if isinstance(optimizer, dict) else [optimizer]
+    names = {id(p): name for name, p in model.named_parameters()}
+    out = {}
+    for opt in optimizers:
+        if not isinstance(opt, torch.optim.Optimizer):
+            return {}
+        for param, state in opt.state.items():
+            for field_name, value in state.items():
+                if field_name in TORCH_STATE_NAMES and id(param) in names:
+                    out[(names[id(param)], field_name)] = to_numpy(value).copy()
+    return out
+
+
+def jax_optimizer_state(optimizer, model):
+    """The same from an ``nnx.Optimizer`` over the whole of ``model``: each optax state field
+    that torch has a name for, per parameter, in torch's layout. Empty for anything else."""
+    if not isinstance(optimizer, nnx.Optimizer):
+        return {}
+    table = port.mapping(model, fold_biases=True)
+    by_path = {}
+    for key, (path, _, to_torch, _) in table.items():
+        by_path.setdefault(path, (key, to_torch))
+    out = {}
+
+    def walk(node):
+        if hasattr(node, "_fields"):  # an optax state (NamedTuple)
+            for field_name in node._fields:
+                value = getattr(node, field_name)
+                if isinstance(value, nnx.State):
+                    name = OPTAX_STATE_NAMES.get((type(node).__name__, field_name))
+                    if field_name in TORCH_STATE_NAMES:
+                        name = field_name
+                    if name is not None:
+                        for path, leaf in nnx.to_flat_state(value):
+                            leaf = leaf.get_value() if isinstance(leaf, nnx.Variable) else leaf
+                            if path in by_path and hasattr(leaf, "shape") and np.ndim(leaf):
+                                key, to_torch = by_path[path]
+                                out[(key, name)] = to_torch(np.asarray(leaf))
+                else:
+                    walk(value)
+        elif isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, tuple | list):
+            for value in node:
+                walk(value)
+
+    walk(optimizer.opt_state)
+    return out
+
+
+# --- the recorded run -----------------------------------------------------------------------
+
+EVIDENCE_STEPS = 3  # steps past a divergence the observers still see
+NOT_COMPARED = "nothing is compared past it (a smaller learning rate?)"
+
+
+def _params(model):
+    return {name for name, _ in model.named_parameters()}
+
+
+def state_pairs(pair, torch_state, jax_state):
+    """``[(name, kind, jax array, torch array)]`` of the parameters and statistics after a
+    step, in the torch state dict's order: a folded bias as the sum of torch's two; keys the
+    Flax side has no place for (a tied alias, BatchNorm's counter) are skipped."""
+    folded = dict(pair.folds)
+    seconds = set(folded.values())
+    params = _params(pair.torch.model)
+    out = []
+    for key, want in torch_state.items():
+        if key in seconds or key not in jax_state:
+            continue
+        got = jax_state[key]
+        name = key
+        if key in folded:
+            want = want + torch_state[folded[key]]
+            name = f"{key} + {folded[key]}"
+        out.append((name, "param" if key in params else "buffer", got, want))
+    return out
+
+
+def run_recorded(pair, batches, steps, recorder, before_step=None, observers=(), progress=False):
+    """``steps`` steps over ``batches`` (numpy ``(x, y[, noise])`` in torch's layout, cycled as
+    epochs), one at a time. While nothing has diverged, each step's forward output, loss,
+    gradients, parameters and statistics after the update, and optimizer state are compared
+    by ``recorder`` in that order, in torch's key names. ``before_step(step)`` runs first
+    (dropout masks, say); each of ``observers`` is called as ``observer(step, seen)`` with the
+    JAX side's parameters before and after and its gradients (``compare.toolkit.traps`` checks its
+    hypotheses there). Returns the per-step losses ``(torch, jax)``."""
+    fed = [pair.feed(*batch) for batch in batches]
+    tm, jm = pair.torch.model, pair.jax.model
+    forward = jitted_forward()
+    tm.train()
+    jm.train()
+    torch_losses, jax_losses = [], []
+    bar = tqdm(range(steps), desc="check", unit="step", disable=not progress, leave=False)
+    for step in bar:
+        epoch, index = divmod(step, len(batches))
+        if index == 0:
+            for side in (pair.torch, pair.jax):
+                if side.start_epoch is not None:
+                    side.start_epoch(epoch)
+        if before_step is not None:
+            before_step(step)
+        t_in, j_in = fed[index]
+        context = {"pair": pair, "step": step, "torch_inputs": t_in, "jax_inputs": j_in}
+        recording = not recorder.done
+        # observers see a few steps past the divergence: their evidence for a hint
+        observing = observers and (recording or step <= recorder.first["step"] + EVIDENCE_STEPS)
+        t_args = () if t_in[2] is None else (t_in[2],)
+        j_args = () if j_in[2] is None else (j_in[2],)
+
+        if recording and t_in[2] is None and has_forward(tm) and has_forward(jm):
+            restore_torch, restore_jax = torch_snapshot(tm), jax_snapshot(jm)
+            with torch.no_grad():
+                torch_out = guarded("torch", f"forward pass at step {step}", tm, t_in[0])
+                torch_out = to_numpy(first_output(torch_out))
+            jax_out = guarded("jax", f"forward pass at step {step}", forward, jm, j_in[0])
+            jax_out = match_layout(np.asarray(jax_out), torch_out)
+            restore_torch()
+            restore_jax()
+            context["torch_output"] = torch_out
+            recorder.compare(step, "output", "output", jax_out, torch_out, context=context)
+
+        grads = None
+        if recording and not (pair.torch.step_grads and pair.jax.step_grads):
+            grads = _loss_grads(pair, t_in, j_in)  # the losses' gradients before the step
+        seen = {"jax_before": port.nnx_to_torch(jm)} if observing else {}
+
+        t_result = guarded(
+            "torch",
+            f"training step {step}",
+            pair.torch.step,
+            tm,
+            pair.torch.optimizer,
+            *t_in[:2],
+            *t_args,
+        )
+        j_result = guarded(
+            "jax",
+            f"training step {step}",
+            pair.jax.step,
+            jm,
+            pair.jax.optimizer,
+            *j_in[:2],
+            *j_args,
+        )
+        t_loss, t_grads = t_result if pair.torch.step_grads else (t_result, None)
+        j_loss, j_grads = j_result if pair.jax.step_grads else (j_result, None)
+        t_loss, j_loss = to_numpy(t_loss), np.asarray(j_loss)
+        for side, loss in (("torch", t_loss), ("jax", j_loss)):
+            check_finite([loss], side, step, after=NOT_COMPARED)
+        torch_losses.append(t_loss)
+        jax_losses.append(j_loss)
+        if not (recording or observing):
+            continue
+        if t_grads is None or j_grads is None:
+            t_grads, j_grads = grads if grads is not None else ({}, {})
+        else:
+            j_grads = unfold_grads(port.grads_from_nnx(jm, j_grads), pair.folds)
+
+        jax_state = port.nnx_to_torch(jm)
+        if observing:  # before the comparisons: a hint may need what they saw of this step
+            seen.update(jax_after=jax_state, jax_grads=j_grads)
+            for observer in observers:
+                observer(step, seen)
+        if not recording:
+            continue
+        recorder.compare(step, "loss", "loss", j_loss, t_loss, context=context)
+        scale = max((float(np.max(np.abs(g))) for g in t_grads.values() if g.size), default=0.0)
+        for key, want in t_grads.items():
+            if key in j_grads:
+                recorder.compare(
+                    step, "grad", f"{key}.grad", j_grads[key], want, scale=scale, context=context
+                )
+        for name, kind, got, want in state_pairs(pair, port.torch_state_dict(tm), jax_state):
+            recorder.compare(step, kind, name, got, want, context=context)
+        t_opt = torch_optimizer_state(pair.torch.optimizer, tm)
+        j_opt = jax_optimizer_state(pair.jax.optimizer, jm)
+        scales = {}
+        for (_, name), want in t_opt.items():
+            scales[name] = max(scales.get(name, 0.0), float(np.max(np.abs(want))))
+        for (key, name), want in t_opt.items():
+            if (key, name) in j_opt:
+                recorder.compare(
+                    step,
+                    "optimizer",
+                    f"optimizer.state[{key}]['{name}']",
+                    j_opt[(key, name)],
+                    want,
+                    scale=scales[name],
+                    context=context,
+                )
+    recorder.finish()
+    return np.asarray(torch_losses), np.asarray(jax_losses)
+
+
+def _loss_grads(pair, t_in, j_in):
+    """Both losses' gradients at the current weights (for steps that keep theirs to
+    themselves), statistics put back afterwards; torch's names."""
+    tm, jm = pair.torch.model, pair.jax.model
+    restore_torch, restore_jax = torch_snapshot(tm), jax_snapshot(jm)
+    t_args = () if t_in[2] is None else (t_in[2],)
+    j_args = () if j_in[2] is None else (j_in[2],)
+    tm.zero_grad(set_to_none=True)
+    loss = guarded("torch", "loss", pair.torch.loss, tm, *t_in[:2], *t_args)
+    guarded("torch", "backward pass", loss.backward)
+    t_grads = torch_grads(tm)
+    tm.zero_grad(set_to_none=True)
+    j_grads = guarded("jax", "gradient", jitted_grad(pair.jax.loss), jm, *j_in[:2], *j_args)
+    j_grads = port.grads_from_nnx(jm, j_grads)
+    restore_torch()
+    restore_jax()
+    return t_grads, unfold_grads(j_grads, pair.folds)
+
+
+_JITTED = {}  # (what, function) -> its jitted form, compiled once per function
+
+
+def jitted(loss):
+    """``loss(model, x, y[, noise])`` under ``nnx.jit``."""
+    return _JITTED.setdefault(("loss", loss), nnx.jit(loss))
+
+
+def jitted_grad(loss):
+    """``nnx.grad(loss)`` under ``nnx.jit``."""
+    return _JITTED.setdefault(("grad", loss), nnx.jit(nnx.grad(loss)))
+
+
+@nnx.jit
+def _forward(model, x):
+    return first_output(model(x))
+
+
+def jitted_forward():
+    """``model(x)`` under ``nnx.jit``, the output's first element (one function for every
+    model: ``nnx.jit`` keys its compilations by the model's graph)."""
+    return _forward

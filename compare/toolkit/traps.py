@@ -1,0 +1,435 @@
+"""The known porting traps, and how ``compare.check`` recognises one behind a divergence.
+
+Each trap has a row in docs/PORTING.md (``TRAPS``: id -> anchor and one line). A hint is only
+given when the pattern is found, never guessed from the tensor's name alone:
+
+- a layer configured differently on the two sides (``audit``: padding, stride, dilation,
+  groups, BatchNorm momentum and variance, normalisation eps, dropout rate, a Flax layer that
+  computes in float32) is named when the forward pass, the gradients or its statistics part;
+- a forward pass that parts at the first step is tried again with each known wrong port undone
+  (``forward_hypotheses``: a kernel transposed, a kernel flipped, an NHWC flatten before a
+  Linear); the one that makes the two sides agree is the hint;
+- parameters that part while the gradients agree are the optimizer's: the JAX side's updates
+  are replayed through torch's optimizer translated exactly and through each near miss
+  (``OptimizerWitness``: eps inside the root, coupled or decoupled weight decay, dampening,
+  default betas, Adagrad's start); the one that reproduces them is the hint;
+- a folded RNN bias (``port.torch_to_nnx(fold_biases=True)``) that parts after an update.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+from flax import nnx
+
+from compare import optim, port
+from compare.diff import rel_diff
+from compare.toolkit import engine
+from jaxnets.layers import BatchNorm
+
+DOC = "docs/PORTING.md"
+
+TRAPS = {
+    "transposed-kernel": "a weight used transposed: torch's Linear weight is (out, in), "
+    "a Flax kernel (in, out)",
+    "flipped-kernel": "a convolution kernel flipped: torch's Conv is a cross-correlation "
+    "(as lax.conv); a true convolution (scipy.signal, jnp.convolve) flips it",
+    "padding": "convolution padding: torch pads 0 (VALID) unless told, nnx.Conv pads 'SAME'",
+    "conv-config": "convolution stride, dilation or groups differ",
+    "flatten-order": "flatten order before a Linear: torch flattens NCHW (channels first), "
+    "a Flax feature map is NHWC",
+    "batchnorm-momentum": "BatchNorm momentum: torch's weighs the new batch (0.1), "
+    "Flax's the old statistic (0.9; its default 0.99)",
+    "batchnorm-variance": "BatchNorm running variance: torch keeps the unbiased batch "
+    "variance, nnx.BatchNorm the biased one (jaxnets.layers.BatchNorm keeps torch's)",
+    "norm-eps": "normalisation eps: nnx.LayerNorm and nnx.GroupNorm default to 1e-6, torch to 1e-5",
+    "dropout-rate": "dropout rate: torch's p and nnx.Dropout's rate are both the fraction dropped",
+    "float32-layer": "a Flax layer computes in float32 (its dtype), rounding float64 inputs",
+    "folded-lstm-bias": "folded RNN biases: one Flax bias for torch's b_ih + b_hh trains at "
+    "half speed (jaxnets.layers.LSTMCell / RNNCell keep both)",
+    "eps-placement": "eps placement: torch adds eps after the square root, optax's rmsprop "
+    "and adagrad put it inside (eps_in_sqrt)",
+    "weight-decay": "weight decay: torch's Adam/SGD/RMSprop add it to the gradient (coupled, "
+    "L2); AdamW and optax.adamw decouple it; AdamW's defaults differ (1e-2 vs 1e-4)",
+    "momentum-dampening": "SGD dampening: optax's trace has none",
+    "adam-betas": "Adam betas not passed through (optax's default b2 is 0.999)",
+    "adagrad-start": "Adagrad's accumulator starts at 0 in torch, 0.1 in optax",
+    "optimizer": "the optax transformation does not take torch's steps; "
+    "compare.optim.to_optax(torch_optimizer) does",
+    "random-forward": "torch's forward draws random numbers in train mode (functional dropout, "
+    "noise): feed them from numpy (a batch's third element) or switch them off",
+}
+
+
+def hint(trap, detail):
+    """One line: what was found, the trap, and its row in docs/PORTING.md."""
+    return f"{detail}: {TRAPS[trap]} ({DOC}#trap-{trap})"
+
+
+# --- static audit: the same layer configured differently ------------------------------------
+
+
+def _pairs(torch_model, flax_model):
+    """``[(torch prefix, torch module, nnx module)]`` for the layers both models name alike."""
+    modules = dict(nnx.iter_modules(flax_model))
+    flax_by_name = {port.torch_prefix(p, modules).rstrip("."): m for p, m in modules.items()}
+    return [
+        (name, module, flax_by_name[name])
+        for name, module in torch_model.named_modules()
+        if name in flax_by_name
+    ]
+
+
+def _tuple(value, n):
+    return tuple(value) if isinstance(value, tuple | list) else (value,) * n
+
+
+def _flax_padding(conv, n):
+    """nnx.Conv's padding as (low, high) per spatial axis, or None when it depends on the
+    input size ('SAME' with a stride)."""
+    padding = conv.padding
+    kernel = _tuple(conv.kernel_size, n)
+    dilation = _tuple(conv.kernel_dilation or 1, n)
+    strides = _tuple(conv.strides or 1, n)
+    if isinstance(padding, str):
+        if padding.upper() == "VALID":
+            return ((0, 0),) * n
+        if padding.upper() == "SAME" and all(s == 1 for s in strides):
+            totals = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+            return tuple((t // 2, t - t // 2) for t in totals)
+        return None
+    if isinstance(padding, int):
+        return ((padding, padding),) * n
+    return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
+
+
+def _torch_padding(conv):
+    n = len(conv.kernel_size)
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            return ((0, 0),) * n
+        totals = [d * (k - 1) for k, d in zip(conv.kernel_size, conv.dilation, strict=True)]
+        return tuple((t // 2, t - t // 2) for t in totals)
+    return tuple((p, p) for p in conv.padding)
+
+
+def audit(torch_model, flax_model, dtype):
+    """``{torch prefix: [(trap, detail)]}``: what is configured differently, layer by layer."""
+    found = {}
+
+    def note(name, trap, detail):
+        found.setdefault(name, []).append((trap, f"{name or 'the model'}: {detail}"))
+
+    for name, t, f in _pairs(torch_model, flax_model):
+        if isinstance(t, torch.nn.modules.conv._ConvNd) and isinstance(f, nnx.Conv):
+            if isinstance(t, torch.nn.modules.conv._ConvTransposeNd):
+                continue
+            n = len(t.kernel_size)
+            flax_pad = _flax_padding(f, n)
+            if t.padding_mode != "zeros":
+                note(name, "padding", f"torch pads with {t.padding_mode!r}, nnx.Conv with zeros")
+            elif flax_pad != _torch_padding(t):
+                shown = f.padding if isinstance(f.padding, str) else flax_pad
+                note(name, "padding", f"torch pads {_torch_padding(t)}, nnx.Conv {shown}")
+            if _tuple(f.strides or 1, n) != tuple(t.stride):
+                note(name, "conv-config", f"stride {tuple(t.stride)} vs strides {f.strides}")
+            if _tuple(f.kernel_dilation or 1, n) != tuple(t.dilation):
+                note(name, "conv-config", f"dilation {t.dilation} vs {f.kernel_dilation}")
+            if (f.feature_group_count or 1) != t.groups:
+                note(name, "conv-config", f"groups {t.groups} vs {f.feature_group_count}")
+        if isinstance(t, torch.nn.modules.batchnorm._BatchNorm) and isinstance(f, nnx.BatchNorm):
+            if t.momentum is None or not np.isclose(f.momentum, 1 - t.momentum, rtol=1e-12):
+                note(
+                    name,
+                    "batchnorm-momentum",
+                    f"torch momentum {t.momentum} is Flax momentum "
+                    f"{None if t.momentum is None else 1 - t.momentum}, not {f.momentum}",
+                )
+            if not isinstance(f, BatchNorm):
+                note(name, "batchnorm-variance", "nnx.BatchNorm keeps the biased variance")
+            if not np.isclose(f.epsilon, t.eps, rtol=1e-12):
+                note(name, "norm-eps", f"eps {t.eps} vs epsilon {f.epsilon}")
+        if isinstance(t, torch.nn.LayerNorm | torch.nn.GroupNorm) and isinstance(
+            f, nnx.LayerNorm | nnx.GroupNorm
+        ):
+            if not np.isclose(f.epsilon, t.eps, rtol=1e-12):
+                note(name, "norm-eps", f"eps {t.eps} vs epsilon {f.epsilon}")
+        if isinstance(t, torch.nn.Dropout) and isinstance(f, nnx.Dropout):
+            if not np.isclose(f.rate, t.p, rtol=1e-12):
+                note(name, "dropout-rate", f"torch p {t.p}, nnx.Dropout rate {f.rate}")
+    if dtype == "float64":
+        for path, module in nnx.iter_modules(flax_model):
+            compute = getattr(module, "dtype", None)
+            if compute is not None and jnp.dtype(compute) == jnp.float32:
+                name = port.torch_prefix(path, dict(nnx.iter_modules(flax_model))).rstrip(".")
+                note(name, "float32-layer", f"{type(module).__name__}(dtype=float32)")
+    return found
+
+
+# --- forward hypotheses: a wrong port undone --------------------------------------------------
+
+
+def _convs_out_features(flax_model):
+    return sorted(
+        {m.out_features for _, m in nnx.iter_modules(flax_model) if isinstance(m, nnx.Conv)}
+    )
+
+
+def _flatten_fixes(flax_model, table):
+    """For a Linear after convolutions: its kernel's rows reordered from torch's (C, *spatial)
+    flatten order to NHWC's (*spatial, C), for each way its input may factor."""
+    channels = _convs_out_features(flax_model)
+    for key, (path, var, _, _) in table.items():
+        if not key.endswith("weight") or path[-1] != "kernel" or var.get_value().ndim != 2:
+            continue
+        rows = var.get_value().shape[0]
+        for c in channels:
+            if rows % c or rows == c:
+                continue
+            q = rows // c
+            shapes = [(q,)] + [(h, q // h) for h in range(1, q + 1) if q % h == 0 and 1 < h < q]
+            for spatial in shapes:
+
+                def fix(k, c=c, spatial=spatial):
+                    axes = tuple(range(1, len(spatial) + 1))
+                    reordered = k.reshape(c, *spatial, -1).transpose(*axes, 0, len(spatial) + 1)
+                    return reordered.reshape(k.shape)
+
+                yield key, var, fix, f"{key.rsplit('.', 1)[0]} reads a (C={c}, {spatial}) map"
+
+
+def forward_hypotheses(pair, context, tolerance):
+    """The first known wrong port which, undone on the JAX side, makes the forward outputs
+    agree at this step: a hint, or None."""
+    torch_out = context.get("torch_output")
+    if torch_out is None:
+        return None
+    jm = pair.jax.model
+    x = context["jax_inputs"][0]
+    forward = engine.jitted_forward()
+    table = port.mapping(jm, fold_biases=True)
+
+    def agrees_with(var, value):
+        restore = engine.jax_snapshot(jm)
+        old = var.get_value()
+        var.set_value(jnp.asarray(value))
+        try:
+            out = engine.match_layout(np.asarray(forward(jm, x)), torch_out)
+        except Exception:  # a modified kernel the model cannot run: not this hypothesis
+            out = None
+        finally:
+            var.set_value(old)
+            restore()
+        return out is not None and rel_diff(out, torch_out) <= tolerance
+
+    seen = set()
+    candidates = []
+    for key, (_, var, _, _) in table.items():
+        value = np.asarray(var.get_value())
+        if id(var) in seen or not np.issubdtype(value.dtype, np.floating):
+            continue
+        seen.add(id(var))
+        if value.ndim == 2 and value.shape[0] == value.shape[1]:
+            candidates.append(("transposed-kernel", var, value.T, f"{key} is used transposed"))
+        if value.ndim >= 3:
+            spatial_last = tuple(range(2, value.ndim))  # torch layout (out, in, *spatial)
+            spatial_first = tuple(range(value.ndim - 2))  # Flax layout (*spatial, in, out)
+            for axes in (spatial_first, spatial_last):
+                candidates.append(
+                    ("flipped-kernel", var, np.flip(value, axes), f"{key} is used flipped")
+                )
+    for _key, var, fix, detail in _flatten_fixes(jm, table):
+        candidates.append(("flatten-order", var, fix(np.asarray(var.get_value())), detail))
+    for trap, var, value, detail in candidates:
+        if agrees_with(var, value):
+            return hint(trap, detail)
+    return None
+
+
+def torch_is_random(pair, context):
+    """Whether two train-mode forward passes of the torch model on one batch differ."""
+    tm, x = pair.torch.model, context["torch_inputs"][0]
+    if not engine.has_forward(tm):
+        return False
+    restore = engine.torch_snapshot(tm)
+    with torch.no_grad():
+        first = engine.to_numpy(engine.first_output(tm(x)))
+        restore()
+        second = engine.to_numpy(engine.first_output(tm(x)))
+        restore()
+    return not np.array_equal(first, second)
+
+
+# --- optimizer witnesses: the JAX updates replayed through torch's rule and its near misses ---
+
+
+def near_misses(torch_optimizer):
+    """``[(trap, detail, optax transformation)]``: plausible wrong ports of ``torch_optimizer``
+    (one parameter group, no scheduler)."""
+    g = torch_optimizer.param_groups[0]
+    name = type(torch_optimizer).__name__
+    lr, wd = g["lr"], g.get("weight_decay", 0)
+    misses = []
+
+    def miss(trap, detail, tx):
+        misses.append((trap, f"the optax side behaves like {detail}", tx))
+
+    if name in ("Adam", "AdamW"):
+        b1, b2 = g["betas"]
+        eps = g["eps"]
+        decoupled = name == "AdamW" or g.get("decoupled_weight_decay", False)
+        if wd and not decoupled:
+            miss(
+                "weight-decay",
+                "optax.adamw (decoupled decay) where torch's Adam adds it to the gradient",
+                optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=wd),
+            )
+        if wd and decoupled:
+            coupled = optax.chain(optax.add_decayed_weights(wd), optax.adam(lr, b1, b2, eps))
+            miss(
+                "weight-decay",
+                "a coupled decay (added to the gradient) where AdamW decouples",
+                coupled,
+            )
+            miss(
+                "weight-decay",
+                "optax.adamw's default weight_decay=1e-4",
+                optax.adamw(lr, b1=b1, b2=b2, eps=eps),
+            )
+        if (b1, b2) != (0.9, 0.999):
+            base = (
+                optax.adamw(lr, eps=eps, weight_decay=wd) if decoupled else optax.adam(lr, eps=eps)
+            )
+            if wd and not decoupled:
+                base = optax.chain(optax.add_decayed_weights(wd), base)
+            miss("adam-betas", "optax's default betas (0.9, 0.999)", base)
+    if name == "RMSprop":
+        tx = optax.rmsprop(
+            lr,
+            decay=g["alpha"],
+            eps=g["eps"],
+            centered=g["centered"],
+            momentum=g["momentum"] or None,
+        )
+        if wd:
+            tx = optax.chain(optax.add_decayed_weights(wd), tx)
+        miss("eps-placement", "optax.rmsprop's eps inside the square root", tx)
+    if name == "Adagrad":
+        tx = optax.adagrad(
+            lr, initial_accumulator_value=g["initial_accumulator_value"], eps=g["eps"]
+        )
+        miss("eps-placement", "optax.adagrad's eps inside the square root", tx)
+        miss(
+            "adagrad-start",
+            "optax.adagrad's accumulator starting at 0.1",
+            optax.adagrad(lr, eps=g["eps"]),
+        )
+    if name == "SGD":
+        momentum = g["momentum"]
+        if momentum and g["dampening"]:
+            miss(
+                "momentum-dampening",
+                f"sgd(momentum={momentum}) without torch's dampening={g['dampening']}",
+                optax.sgd(lr, momentum=momentum, nesterov=g["nesterov"]),
+            )
+        if wd:
+            miss(
+                "weight-decay",
+                "a decoupled decay (optax.add_decayed_weights after the momentum)",
+                optax.chain(
+                    optax.trace(momentum, nesterov=g["nesterov"]) if momentum else optax.identity(),
+                    optax.add_decayed_weights(wd),
+                    optax.scale(-lr),
+                ),
+            )
+    exact = optim.to_optax(torch_optimizer)
+    return exact, misses
+
+
+class OptimizerWitness:
+    """Replays the JAX side's gradients through torch's rule and each near miss, step by step,
+    from the JAX side's parameters; ``explain`` names the one that reproduces its updates."""
+
+    def __init__(self, torch_optimizer, params, tolerance):
+        self.exact, misses = near_misses(torch_optimizer)
+        self.tolerance = tolerance
+        self.keys = sorted(params)
+        start = {k: jnp.asarray(params[k]) for k in self.keys}
+        self.runs = [["exact", None, self.exact, self.exact.init(start), 0.0]]
+        self.runs += [[trap, detail, tx, tx.init(start), 0.0] for trap, detail, tx in misses]
+
+    def __call__(self, step, seen):
+        before, after, grads = seen["jax_before"], seen["jax_after"], seen["jax_grads"]
+        params = {k: jnp.asarray(before[k]) for k in self.keys}
+        updates_in = {k: jnp.asarray(grads[k]) for k in self.keys}
+        for run in self.runs:
+            updates, run[3] = run[2].update(updates_in, run[3], params)
+            for k in self.keys:
+                predicted = np.asarray(params[k] + updates[k])
+                run[4] = max(run[4], rel_diff(predicted, after[k]))
+
+    def explain(self):
+        exact = self.runs[0]
+        if exact[4] <= self.tolerance:
+            return None  # the JAX side takes torch's steps: the optimizer is not the cause
+        for trap, detail, _, _, error in self.runs[1:]:
+            if error <= self.tolerance:
+                return hint(trap, detail)
+        return hint("optimizer", "its updates match no known near miss either")
+
+
+# --- the hint for a divergence --------------------------------------------------------------
+
+
+class Diagnosis:
+    """``__call__(divergence, context)`` -> a hint or None, for ``engine.Recorder``."""
+
+    def __init__(self, pair, suspects, tolerance, witness=None):
+        self.pair, self.tolerance, self.witness = pair, tolerance, witness
+        self.suspects = suspects  # audit()'s, taken before check swaps its dropout layers
+        self.folded = {f"{a} + {b}" for a, b in pair.folds}
+
+    def _layer_suspect(self, name, traps=None):
+        """A suspect of the layer owning ``name`` (``layer.running_var`` -> ``layer``)."""
+        owner = name.rsplit(".", 1)[0] if "." in name else ""
+        for trap, detail in self.suspects.get(owner, []):
+            if traps is None or trap in traps:
+                return hint(trap, detail)
+        return None
+
+    def _any_suspect(self, traps):
+        for found in self.suspects.values():
+            for trap, detail in found:
+                if trap in traps:
+                    return hint(trap, detail)
+        return None
+
+    # what changes a train-mode forward pass (BatchNorm's momentum does not)
+    STRUCTURAL = ("padding", "conv-config", "norm-eps", "dropout-rate", "float32-layer")
+
+    def structural_hint(self):
+        """A layer configured otherwise on the two sides, or None (for a model that raised)."""
+        return self._any_suspect(self.STRUCTURAL)
+
+    def __call__(self, divergence, context):
+        kind, name = divergence["kind"], divergence["tensor"]
+        if kind in ("output", "loss", "grad"):
+            found = self.structural_hint()
+            if found:
+                return found
+            if kind == "output" and context.get("step") == 0:
+                found = forward_hypotheses(self.pair, context, self.tolerance)
+                if found:
+                    return found
+                if torch_is_random(self.pair, context):
+                    return hint("random-forward", "two torch passes on one batch differ")
+            return None
+        if kind == "buffer":
+            return self._layer_suspect(
+                name, ("batchnorm-momentum", "batchnorm-variance", "norm-eps")
+            )
+        if kind == "param" and name in self.folded:
+            return hint("folded-lstm-bias", f"{name} is one Flax bias")
+        if kind in ("param", "optimizer") and self.witness is not None:
+            return self.witness.explain  # asked at the end: it replays a few steps more
+        return None

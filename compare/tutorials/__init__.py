@@ -1,0 +1,7 @@
+"""The tutorials, one client of the toolkit: each registered task's twins trained and compared.
+
+``registry`` (every task, its hyperparameters, what it adds), ``data`` (every dataset and
+batch order, numpy), ``twins`` (both sides of a task from the same weights, their training
+loops), ``runs`` (the ``run`` verb), ``parity`` (tiers 1-3), ``equivalences`` (a lesson's
+table of torch and JAX function twins), ``plots`` (the pictures).
+"""
