@@ -6,9 +6,14 @@ option with a near miss that must fail). optax's own transforms are used where t
 ``jaxnets/optim.py`` holds torch's rules optax has no exact twin of (Adagrad's eps, SGD's
 dampening, Adam's amsgrad). What cannot be translated ends in one ``CompareError`` line.
 
-torch's schedulers step once per *epoch* (``scheduler.step()`` after the epoch's batches);
-optax counts optimizer steps. ``steps_per_epoch`` says how many optimizer steps an epoch has
-(1: the scheduler steps after every optimizer step).
+torch's schedulers step when the training loop says: once per *epoch* (``scheduler.step()``
+after the epoch's batches; ``steps_per_epoch`` says how many optimizer steps an epoch has) or
+after every batch (``scheduler_interval="step"``: OneCycleLR, CyclicLR, warm-ups); optax counts
+optimizer steps. The usual schedulers are written in closed form; those defined by a Python
+function or by other schedulers (LambdaLR, MultiplicativeLR, SequentialLR, ChainedScheduler,
+CyclicLR, OneCycleLR) are sampled from torch itself, a copy of the optimizer and scheduler
+stepped ``horizon`` optimizer steps ahead (past it, the last rate holds). A scheduler that also
+moves the momentum (OneCycleLR's and CyclicLR's ``cycle_momentum``) moves optax's too.
 
 Parameter groups: each group becomes its own transformation, joined by
 ``optax.multi_transform`` with a label per parameter. Which Flax parameter is which torch
@@ -17,7 +22,9 @@ rules' torch key names; parameters of ``torch_model`` that no group holds are fr
 (``optax.set_to_zero``), as torch leaves them.
 """
 
+import copy
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +38,8 @@ from jaxnets import optim as torch_rules
 
 # Options that change how torch computes, not what: they translate to nothing.
 _IMPLEMENTATION = ("foreach", "fused")
+# What schedulers write into a parameter group for their own use: the schedule translates them
+_SCHEDULERS_OWN = ("initial_lr", "max_lr", "min_lr", "base_momentum", "max_momentum")
 
 
 def to_optax(
@@ -38,19 +47,25 @@ def to_optax(
     scheduler=None,
     *,
     steps_per_epoch=1,
+    scheduler_interval="epoch",
+    horizon=None,
     torch_model=None,
     flax_model=None,
 ):
     """The optax transformation that reproduces ``torch_optimizer`` (and ``scheduler``, a
-    ``torch.optim.lr_scheduler`` stepped once per epoch of ``steps_per_epoch`` optimizer steps)
-    step for step, or a ``CompareError`` naming what cannot be translated.
+    ``torch.optim.lr_scheduler``) step for step, or a ``CompareError`` naming what cannot be
+    translated.
+
+    ``scheduler_interval``: ``"epoch"`` (the scheduler steps once per epoch of
+    ``steps_per_epoch`` optimizer steps) or ``"step"`` (after every optimizer step).
+    ``horizon``: how many optimizer steps a sampled scheduler must cover (LambdaLR,
+    MultiplicativeLR, SequentialLR, ChainedScheduler, CyclicLR; OneCycleLR knows its own).
 
     Translated: SGD (momentum, dampening, nesterov, weight decay), Adam and AdamW (amsgrad,
     coupled or decoupled weight decay), RMSprop (centered, momentum), Adagrad (lr_decay,
-    initial accumulator), Adadelta; ``maximize`` in each; StepLR, MultiStepLR, ExponentialLR,
-    CosineAnnealingLR. Several parameter groups with different settings need ``torch_model``
-    and ``flax_model`` (the NNX twin the transformation will update) to tell which parameter
-    is in which group.
+    initial accumulator), Adadelta; ``maximize`` in each; the schedulers of ``SCHEDULERS``.
+    Several parameter groups with different settings need ``torch_model`` and ``flax_model``
+    (the NNX twin the transformation will update) to tell which parameter is in which group.
     """
     if not isinstance(torch_optimizer, torch.optim.Optimizer):
         raise CompareError(
@@ -68,10 +83,10 @@ def to_optax(
             f"{name} has already taken steps: to_optax translates an optimizer before its "
             "first step (its state would have to be ported too)"
         )
-    schedules = _schedules(torch_optimizer, scheduler, int(steps_per_epoch))
+    rates = learning_rates(torch_optimizer, scheduler, steps_per_epoch, scheduler_interval, horizon)
     transforms = [
-        _TRANSLATIONS[name](_settings(name, group), lr)
-        for group, lr in zip(torch_optimizer.param_groups, schedules, strict=True)
+        _TRANSLATIONS[name](_with_momentum(_settings(name, group), momentum), lr)
+        for group, (lr, momentum) in zip(torch_optimizer.param_groups, rates, strict=True)
     ]
     labels = _group_labels(torch_optimizer, torch_model, flax_model)
     if labels is None:
@@ -101,7 +116,7 @@ def _settings(name, group):
         )
     settings = {}
     for key, value in group.items():
-        skipped = ("params", "param_names", "initial_lr", "capturable", "differentiable")
+        skipped = ("params", "param_names", "capturable", "differentiable", *_SCHEDULERS_OWN)
         if key in skipped or key in _IMPLEMENTATION:
             continue
         if isinstance(value, torch.Tensor):
@@ -110,6 +125,26 @@ def _settings(name, group):
             value = tuple(v.item() if isinstance(v, torch.Tensor) else v for v in value)
         settings[key] = value
     return settings
+
+
+def _with_momentum(settings, momentum):
+    """``settings`` with the momentum (Adam's ``betas[0]``) a scheduler moves, as a schedule."""
+    if momentum is None:
+        return settings
+    settings = dict(settings)
+    if "betas" in settings:
+        settings["betas"] = (momentum, settings["betas"][1])
+    else:
+        settings["momentum"] = momentum
+    return settings
+
+
+def _scheduled(factory, static=(), **hyperparameters):
+    """``factory(**hyperparameters)``, through ``optax.inject_hyperparams`` where one of them is
+    a schedule (torch moves it between steps, and the step uses the moved value)."""
+    if not any(callable(v) for v in hyperparameters.values()):
+        return factory(**hyperparameters)
+    return optax.inject_hyperparams(factory, static_args=static)(**hyperparameters)
 
 
 def _known(name, settings, known):
@@ -137,9 +172,17 @@ def _sgd(settings, lr):
     body = []
     if momentum:
         if dampening:
-            body.append(torch_rules.scale_by_torch_momentum(momentum, dampening, nesterov))
+            body.append(
+                _scheduled(
+                    torch_rules.scale_by_torch_momentum,
+                    ("nesterov",),
+                    momentum=momentum,
+                    dampening=dampening,
+                    nesterov=nesterov,
+                )
+            )
         else:
-            body.append(optax.trace(decay=momentum, nesterov=nesterov))
+            body.append(_scheduled(optax.trace, ("nesterov",), decay=momentum, nesterov=nesterov))
     return optax.chain(*_head(settings), *body, optax.scale_by_learning_rate(lr))
 
 
@@ -149,10 +192,8 @@ def _adam(settings, lr, decoupled=False):
     decoupled = decoupled or settings.get("decoupled_weight_decay", False)
     b1, b2 = settings.get("betas", (0.9, 0.999))
     eps = settings.get("eps", 1e-8)
-    if settings.get("amsgrad"):
-        direction = torch_rules.scale_by_torch_amsgrad(b1=b1, b2=b2, eps=eps)
-    else:
-        direction = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+    rule = torch_rules.scale_by_torch_amsgrad if settings.get("amsgrad") else optax.scale_by_adam
+    direction = _scheduled(rule, b1=b1, b2=b2, eps=eps)
     decay = settings.get("weight_decay", 0)
     # decoupled (AdamW): param -= lr * weight_decay * param beside the Adam step, as optax.adamw
     tail = [optax.add_decayed_weights(decay)] if decoupled and decay else []
@@ -184,7 +225,7 @@ def _rmsprop(settings, lr):
     if settings.get("momentum"):
         # torch's buffer holds g / avg before the learning rate (optax.rmsprop traces after
         # it, which parts from torch as soon as a scheduler changes the rate)
-        body.append(optax.trace(decay=settings["momentum"]))
+        body.append(_scheduled(optax.trace, decay=settings["momentum"]))
     return optax.chain(*_head(settings), *body, optax.scale_by_learning_rate(lr))
 
 
@@ -222,30 +263,64 @@ _TRANSLATIONS = {
 
 # --- schedulers: one optax schedule per parameter group, counted in optimizer steps ---------
 
+INTERVALS = ("epoch", "step")
 
-def _schedules(optimizer, scheduler, steps_per_epoch):
-    """Each group's learning rate: a number, or an optax schedule when ``scheduler`` is given.
+
+def learning_rates(optimizer, scheduler, steps_per_epoch=1, interval="epoch", horizon=None):
+    """Per parameter group, ``(lr, momentum)``: the learning rate as a number or an optax
+    schedule of the optimizer step count, and ``None`` or a schedule of the momentum (Adam's
+    ``betas[0]``) where the scheduler moves it too.
 
     float64 numbers throughout: optax counts in int32, and a schedule of Python floats would be
     evaluated in float32 (0.1 -> 0.10000000149) even with x64 on."""
+    if interval not in INTERVALS:
+        raise CompareError(f"scheduler_interval must be 'epoch' or 'step', not {interval!r}")
+    if steps_per_epoch is None or int(steps_per_epoch) < 1:
+        raise CompareError("steps_per_epoch must be at least 1")
     groups = optimizer.param_groups
     if scheduler is None:
-        return [_number(g["lr"]) for g in groups]
+        return [(_number(g["lr"]), None) for g in groups]
     name = type(scheduler).__name__
-    if name not in _SCHEDULES:
+    if name == "ReduceLROnPlateau":
         raise CompareError(
-            f"cannot translate the scheduler {name} to optax; translated: {', '.join(_SCHEDULES)}"
+            "ReduceLROnPlateau steps on the losses it is given, not on a count: no optax "
+            "schedule reproduces it; translate the optimizer without it, and to check a "
+            "training that uses it give check torch_step/flax_step that lower the rate alike"
+        )
+    if name not in SCHEDULERS:
+        raise CompareError(
+            f"cannot translate the scheduler {name} to optax; translated: {', '.join(SCHEDULERS)}"
+            "; or give check an optax_tx written by hand (a schedule of optax's)"
         )
     if scheduler.optimizer is not optimizer:
         raise CompareError(f"the {name} given steps another optimizer than the one translated")
-    if scheduler.last_epoch != 0:
+    stepped = getattr(scheduler, "last_epoch", None)
+    if stepped is None:  # ChainedScheduler: its schedulers' own counts
+        stepped = max(child.last_epoch for child in scheduler._schedulers)
+    if stepped != 0:
         raise CompareError(
-            f"{name} has already stepped {scheduler.last_epoch} times: to_optax translates a "
-            "scheduler at its start"
+            f"{name} has already stepped {stepped} times: to_optax translates a scheduler at "
+            "its start"
         )
+    per = 1 if interval == "step" else int(steps_per_epoch)
+    if name in _CLOSED_FORMS:
+        return [
+            (_every(per, _CLOSED_FORMS[name](scheduler, np.float64(_number(base)))), None)
+            for base in scheduler.base_lrs
+        ]
+    if name == "OneCycleLR":
+        count = scheduler.total_steps  # it refuses to step past them
+    elif horizon is None:
+        raise CompareError(
+            f"{name} is sampled from torch, a copy stepped ahead: give horizon=N, the number "
+            "of optimizer steps to cover"
+        )
+    else:
+        count = -(-int(horizon) // per) + 1
+    lrs, momenta = replay(optimizer, scheduler, count)
     return [
-        _per_epoch(_SCHEDULES[name](scheduler, np.float64(_number(base))), steps_per_epoch)
-        for base in scheduler.base_lrs
+        (_every(per, _table(lr)), None if len(set(m)) <= 1 else _every(per, _table(m)))
+        for lr, m in zip(lrs, momenta, strict=True)
     ]
 
 
@@ -253,10 +328,44 @@ def _number(value):
     return value.item() if isinstance(value, torch.Tensor) else value
 
 
-def _per_epoch(epoch_schedule, steps_per_epoch):
-    """An epoch-counted schedule as an optax schedule of optimizer steps (torch steps its
-    scheduler after each epoch, so step k trains at the rate of epoch k // steps_per_epoch)."""
-    return lambda count: epoch_schedule(count // steps_per_epoch)
+def _every(per, schedule):
+    """A schedule of scheduler steps as one of optimizer steps: torch steps its scheduler after
+    every ``per`` optimizer steps, so step k trains at the rate of scheduler step k // per."""
+    if per == 1:
+        return schedule
+    return lambda count: schedule(count // per)
+
+
+def _table(values):
+    """A schedule looking its value up in ``values`` (float64), the last one past the end."""
+    table = jnp.asarray(np.asarray(values, np.float64))
+    return lambda t: table[jnp.minimum(t, len(table) - 1)]
+
+
+def _momentum(group):
+    if "betas" in group:
+        return _number(group["betas"][0])
+    return _number(group.get("momentum", 0.0))
+
+
+def replay(optimizer, scheduler, count):
+    """Each group's learning rate and momentum at scheduler steps 0..count-1, read from a copy
+    of ``optimizer`` and ``scheduler`` stepped ahead: exact for any scheduler whose rates
+    depend on its step count alone (the copy shares the parameters, which it never moves)."""
+    count = min(count, getattr(scheduler, "total_steps", count))  # OneCycleLR stops there
+    shared = {id(p): p for g in optimizer.param_groups for p in g["params"]}
+    opt, sched = copy.deepcopy((optimizer, scheduler), shared)
+    lrs = [[] for _ in opt.param_groups]
+    momenta = [[] for _ in opt.param_groups]
+    with warnings.catch_warnings():  # the copy's step() is never called: nothing trains
+        warnings.simplefilter("ignore")
+        for t in range(count):
+            for i, group in enumerate(opt.param_groups):
+                lrs[i].append(_number(group["lr"]))
+                momenta[i].append(_momentum(group))
+            if t + 1 < count:
+                sched.step()
+    return lrs, momenta
 
 
 def _step_lr(scheduler, base):
@@ -277,23 +386,72 @@ def _exponential_lr(scheduler, base):
     return optax.exponential_decay(base, 1, np.float64(scheduler.gamma), staircase=True)
 
 
+def _cosine(base, eta_min, t, period):
+    return eta_min + (base - eta_min) * (1 + jnp.cos(np.float64(math.pi) * t / period)) / 2
+
+
 def _cosine_annealing_lr(scheduler, base):
     # torch's cosine is periodic past T_max (it climbs back up); optax.cosine_decay_schedule
     # stays at its floor there, so the closed form is written out here.
     eta_min, t_max = np.float64(scheduler.eta_min), np.float64(scheduler.T_max)
+    return lambda t: _cosine(base, eta_min, t, t_max)
 
-    def schedule(epoch):
-        return eta_min + (base - eta_min) * (1 + jnp.cos(np.float64(math.pi) * epoch / t_max)) / 2
+
+def _cosine_annealing_warm_restarts(scheduler, base):
+    # restarts after T_0, T_0 * T_mult, T_0 * T_mult^2... steps: the cycles' starts up to
+    # optax's int32 count, computed once
+    t_0, t_mult, eta_min = scheduler.T_0, scheduler.T_mult, np.float64(scheduler.eta_min)
+    if t_mult == 1:
+        return lambda t: _cosine(base, eta_min, t % t_0, np.float64(t_0))
+    starts, lengths = [0], [t_0]
+    while starts[-1] + lengths[-1] < 2**31:
+        starts.append(starts[-1] + lengths[-1])
+        lengths.append(lengths[-1] * t_mult)
+    starts, periods = jnp.asarray(starts), jnp.asarray(lengths, jnp.float64)
+
+    def schedule(t):
+        cycle = jnp.searchsorted(starts, t, side="right") - 1
+        return _cosine(base, eta_min, t - starts[cycle], periods[cycle])
 
     return schedule
 
 
-_SCHEDULES = {
+def _linear_lr(scheduler, base):
+    start, end = np.float64(scheduler.start_factor), np.float64(scheduler.end_factor)
+    total = scheduler.total_iters
+    return lambda t: base * (start + (end - start) * jnp.minimum(t, total) / total)
+
+
+def _constant_lr(scheduler, base):
+    factor = np.float64(scheduler.factor)
+    return lambda t: jnp.where(t < scheduler.total_iters, base * factor, base)
+
+
+def _polynomial_lr(scheduler, base):
+    total, power = scheduler.total_iters, np.float64(scheduler.power)
+    return lambda t: base * (1 - jnp.minimum(t, total) / np.float64(total)) ** power
+
+
+# closed forms: lr at scheduler step t; the others are sampled from torch (``replay``)
+_CLOSED_FORMS = {
     "StepLR": _step_lr,
     "MultiStepLR": _multi_step_lr,
     "ExponentialLR": _exponential_lr,
     "CosineAnnealingLR": _cosine_annealing_lr,
+    "CosineAnnealingWarmRestarts": _cosine_annealing_warm_restarts,
+    "LinearLR": _linear_lr,
+    "ConstantLR": _constant_lr,
+    "PolynomialLR": _polynomial_lr,
 }
+SAMPLED = (
+    "LambdaLR",
+    "MultiplicativeLR",
+    "SequentialLR",
+    "ChainedScheduler",
+    "OneCycleLR",
+    "CyclicLR",
+)
+SCHEDULERS = (*_CLOSED_FORMS, *SAMPLED)
 
 
 # --- parameter groups -----------------------------------------------------------------------

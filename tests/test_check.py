@@ -2,12 +2,15 @@
 dropout runs on fed masks or off, float32 reports the drift, parameter groups and schedulers
 translate, and bad input of every kind is one line."""
 
+import jax
 import numpy as np
+import optax
 import pytest
 import torch
 from flax import nnx
 
 from compare import CompareError, check
+from jaxnets import layers
 
 from helpers import FlaxMLP, TorchMLP, check_mse, mse_flax, mse_torch, random_batches
 
@@ -113,6 +116,177 @@ def test_parameter_groups_a_frozen_parameter_and_a_scheduler():
     assert report.passed, report
     np.testing.assert_array_equal(np.asarray(flax_model.fc2.bias[...]), bias.double().numpy())
     assert optimizer.param_groups[0]["lr"] == 0.05 * 0.25  # the scheduler did step, per epoch
+
+
+# --- each tensor against its own rounding noise ------------------------------------------
+
+
+class TorchAbsorbed(torch.nn.Module):
+    """``norm1``'s shift feeds a bias-free 1x1 convolution and ``norm2`` (training mode): the
+    second normalisation absorbs it, so its gradient is zero in exact arithmetic (MobileNet's
+    inverted residuals have the pattern)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(2, 4, 3, padding=1, bias=False)
+        self.norm1 = torch.nn.BatchNorm2d(4)
+        self.conv2 = torch.nn.Conv2d(4, 4, 1, bias=False)
+        self.norm2 = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, 1)
+
+    def forward(self, x):  # x (batch, 2, 5, 5)
+        x = self.norm2(self.conv2(self.norm1(self.conv1(x))))  # (batch, 4, 5, 5)
+        return self.fc(torch.relu(x).mean(dim=(2, 3)))  # (batch, 1)
+
+
+class FlaxAbsorbed(nnx.Module):
+    def __init__(self, frozen_norm2_bias=False, *, rngs):
+        self.conv1 = nnx.Conv(2, 4, (3, 3), padding=1, use_bias=False, rngs=rngs)
+        self.norm1 = layers.BatchNorm(4, rngs=rngs)
+        self.conv2 = nnx.Conv(4, 4, (1, 1), use_bias=False, rngs=rngs)
+        self.norm2 = layers.BatchNorm(4, rngs=rngs)
+        self.fc = nnx.Linear(4, 1, rngs=rngs)
+        self.frozen_norm2_bias = frozen_norm2_bias
+
+    def __call__(self, x):  # x (batch, 5, 5, 2)
+        x = self.norm2(self.conv2(self.norm1(self.conv1(x))))
+        if self.frozen_norm2_bias:  # a mistake: the shift the loss depends on gets no gradient
+            bias = self.norm2.bias[...][None, None, None, :]
+            x = x - bias + jax.lax.stop_gradient(bias)
+        return self.fc(nnx.relu(x).mean(axis=(1, 2)))
+
+
+def absorbed_check(**flax_options):
+    torch.manual_seed(0)
+    torch_model = TorchAbsorbed()
+    flax_model = FlaxAbsorbed(**flax_options, rngs=nnx.Rngs(0))
+    optimizer = torch.optim.RMSprop(torch_model.parameters(), lr=0.01)
+    batches = random_batches((6, 2, 5, 5), count=2)
+    return check_mse(torch_model, flax_model, batches, optimizer, steps=4)
+
+
+def test_a_parameter_the_loss_does_not_depend_on_is_reported_apart_not_failed():
+    """norm1's shift: each side moves it by its own rounding noise, which RMSprop scales to a
+    step (the two part by ~1 relative); held to that noise it passes, and is named."""
+    report = absorbed_check()
+    result = report.to_json()
+    assert result["passed"] and result["first_divergence"] is None, report
+    irrelevant = {entry["tensor"]: entry for entry in result["loss_irrelevant"]}
+    assert "norm1.bias" in irrelevant and "norm2.bias" not in irrelevant
+    assert irrelevant["norm1.bias"]["rel_diff"] > 1e-3  # far past the fixed 1e-9: noise
+    assert "gradient is at rounding level" in irrelevant["norm1.bias"]["why"]
+    assert max(result["loss_max_rel_diff"], result["param_max_rel_diff"]) <= 1e-12
+    assert result["bound"]["reference"] == "torch from weights nudged by one rounding step"
+
+
+def test_a_real_bias_mistake_still_fails_at_once():
+    """The same check with norm2's shift (one the loss depends on) frozen on the JAX side: the
+    forward pass agrees, its gradient does not, at step 0."""
+    report = absorbed_check(frozen_norm2_bias=True)
+    first = report.first_divergence
+    assert not report.passed and (first["step"], first["tensor"]) == (0, "norm2.bias.grad")
+    assert first["rel_diff"] > 1e6 * first["bound"]  # its own noise is rounding: 1e-9 holds
+    assert "norm2.bias" not in {entry["tensor"] for entry in report.loss_irrelevant}
+
+
+class TorchShaky(torch.nn.Module):
+    """A net whose float32 training drifts far from its float64 one: BatchNorm over batches of
+    four and a high learning rate."""
+
+    def __init__(self, eps=1e-5):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(4, 32)
+        self.norm = torch.nn.BatchNorm1d(32, eps=eps)
+        self.fc2 = torch.nn.Linear(32, 32)
+        self.fc3 = torch.nn.Linear(32, 1)
+
+    def forward(self, x):
+        return self.fc3(torch.tanh(self.fc2(torch.relu(self.norm(self.fc1(x))))))
+
+
+class FlaxShaky(nnx.Module):
+    def __init__(self, eps=1e-5, *, rngs):
+        self.fc1 = nnx.Linear(4, 32, rngs=rngs)
+        self.norm = layers.BatchNorm(32, eps=eps, rngs=rngs)
+        self.fc2 = nnx.Linear(32, 32, rngs=rngs)
+        self.fc3 = nnx.Linear(32, 1, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc3(nnx.tanh(self.fc2(nnx.relu(self.norm(self.fc1(x))))))
+
+
+def shaky_check(flax_eps=1e-5):
+    torch.manual_seed(0)
+    torch_model, flax_model = TorchShaky(), FlaxShaky(eps=flax_eps, rngs=nnx.Rngs(0))
+    optimizer = torch.optim.Adam(torch_model.parameters(), lr=0.3)
+    batches = random_batches((4, 4), count=6, seed=1)
+    return check_mse(torch_model, flax_model, batches, optimizer, steps=12, dtype="float32")
+
+
+def test_float32_is_held_to_torchs_own_float32_error():
+    """Torch itself, in float32, parts from its float64 run by more than the fixed 1e-4 here:
+    the check holds each tensor to 10 times that, says so, and passes the right port."""
+    result = shaky_check().to_json()
+    assert result["passed"], result
+    bound = result["bound"]
+    assert bound["kind"] == "sensitivity" and bound["reference"] == "torch in float64"
+    assert bound["self_divergence"] > 1e-4  # torch's own float32 error: past the old bound
+    assert max(result["loss_max_rel_diff"], result["param_max_rel_diff"]) > 1e-4
+
+
+def test_float32_still_fails_a_wrong_port_by_orders_of_magnitude():
+    result = shaky_check(flax_eps=1e-3).to_json()  # nnx's eps where torch's is 1e-5
+    first = result["first_divergence"]
+    assert not result["passed"] and first["step"] == 0, result
+    assert first["rel_diff"] > 30 * first["bound"]
+    assert "norm-eps" in first["hint"]
+
+
+# --- schedulers: per epoch or per batch ---------------------------------------------------
+
+
+def test_a_scheduler_stepped_per_batch_and_the_default_steps_that_move_a_schedule():
+    torch.manual_seed(0)
+    torch_model, flax_model = TorchMLP(), FlaxMLP(rngs=nnx.Rngs(0))
+    optimizer = torch.optim.SGD(torch_model.parameters(), lr=0.1, momentum=0.9)
+    one_cycle = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.2, total_steps=9)
+    report = check_mse(
+        torch_model,
+        flax_model,
+        random_batches((8, 4), count=3),
+        optimizer,
+        steps=9,
+        scheduler=one_cycle,
+        scheduler_interval="step",
+    )
+    assert report.passed, report
+    assert report.optimizer.endswith("OneCycleLR stepped per step")
+    # per epoch, a StepLR of step_size 3 first moves at epoch 3: the default runs 4 epochs
+    torch.manual_seed(0)
+    torch_model, flax_model = TorchMLP(), FlaxMLP(rngs=nnx.Rngs(0))
+    optimizer = torch.optim.Adam(torch_model.parameters(), lr=0.01)
+    step_lr = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
+    batches = random_batches((8, 4), count=2)
+    report = check_mse(torch_model, flax_model, batches, optimizer, scheduler=step_lr)
+    assert report.passed and report.steps == 4 * len(batches), report
+    assert optimizer.param_groups[0]["lr"] == 0.005  # it moved
+
+
+def test_an_optimizer_hint_with_a_scheduler():
+    """The witness replays the JAX updates at the scheduler's rates: an RMSprop whose eps sits
+    inside the root is still named when a StepLR moves the rate."""
+    torch.manual_seed(0)
+    torch_model, flax_model = TorchMLP(), FlaxMLP(rngs=nnx.Rngs(0))
+    optimizer = torch.optim.RMSprop(torch_model.parameters(), lr=0.01)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    lr = optax.exponential_decay(np.float64(0.01), 2, np.float64(0.5), staircase=True)
+    wrong = optax.rmsprop(lr, decay=0.99, eps=1e-8)  # eps inside the root: optax's default
+    batches = [(x, 1e-3 * y) for x, y in random_batches((8, 4), count=2)]
+    report = check_mse(
+        torch_model, flax_model, batches, optimizer, optax_tx=wrong, scheduler=scheduler, steps=4
+    )
+    assert not report.passed
+    assert "docs/PORTING.md#trap-eps-placement" in report.first_divergence["hint"]
 
 
 # --- bad input: one line ------------------------------------------------------------------

@@ -25,7 +25,9 @@ def test_the_example_spec_passes_from_the_repository_root():
     result = json.loads(done.stdout)
     assert result["passed"] and result["first_divergence"] is None
     assert result["spec"] == "examples/sequence_classifier.py" and result["dtype"] == "float64"
-    assert result["steps"] == 4 and result["dropout"] == "masks fed from numpy: drop"
+    # its 4 batches an epoch, twice: its cosine schedule (stepped per epoch) moves once
+    assert result["steps"] == 8 and result["dropout"] == "masks fed from numpy: drop"
+    assert "CosineAnnealingLR stepped per epoch" in result["optimizer"]
     assert max(result["loss_max_rel_diff"], result["param_max_rel_diff"]) <= 1e-9
 
 

@@ -33,10 +33,34 @@ from helpers import (
 lr_scheduler = torch.optim.lr_scheduler
 
 
-def translated(make_optimizer, make_scheduler=None):
+def translated(make_optimizer, make_scheduler=None, interval="epoch"):
     opt = make_optimizer([torch.nn.Parameter(torch.tensor(START))])
     scheduler = make_scheduler(opt) if make_scheduler else None
-    return to_optax(opt, scheduler, steps_per_epoch=STEPS_PER_EPOCH)
+    return to_optax(
+        opt,
+        scheduler,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        scheduler_interval=interval,
+        horizon=STEPS,
+    )
+
+
+def per_step(make_scheduler):
+    """A scheduler torch steps after every batch (``scheduler_interval="step"``)."""
+    make_scheduler.interval = "step"
+    return make_scheduler
+
+
+def interval(make_scheduler):
+    return getattr(make_scheduler, "interval", "epoch")
+
+
+def trajectories(make_optimizer, make_scheduler, scale):
+    """torch's trajectory and its translation's, the scheduler stepped as it says."""
+    every = 1 if interval(make_scheduler) == "step" else STEPS_PER_EPOCH
+    want = torch_trajectory(make_optimizer, make_scheduler, scale, steps_per_epoch=every)
+    tx = translated(make_optimizer, make_scheduler, interval(make_scheduler))
+    return optax_trajectory(tx, scale), want
 
 
 optim = torch.optim
@@ -95,15 +119,86 @@ TWINS = {
         lambda ps: optim.Adagrad(ps, lr=0.1, lr_decay=0.1),
         lambda opt: lr_scheduler.StepLR(opt, step_size=2, gamma=0.5),
     ),
+    "linear-lr": (
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.5),
+        lambda opt: lr_scheduler.LinearLR(opt, start_factor=0.25, end_factor=0.9, total_iters=4),
+    ),
+    "constant-lr": (
+        lambda ps: optim.RMSprop(ps, lr=0.01),
+        lambda opt: lr_scheduler.ConstantLR(opt, factor=0.3, total_iters=3),
+    ),
+    "polynomial-lr": (  # reaches 0 at total_iters and stays there
+        lambda ps: optim.Adam(ps, lr=0.05),
+        lambda opt: lr_scheduler.PolynomialLR(opt, total_iters=6, power=2.0),
+    ),
+    "cosine-warm-restarts": (  # cycles of 2, 4, 8 epochs
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+        lambda opt: lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=2, eta_min=0.01),
+    ),
+    "cosine-warm-restarts-even-cycles": (
+        lambda ps: optim.Adam(ps, lr=0.05),
+        lambda opt: lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=3),
+    ),
+    "lambda-lr": (  # sampled from the lambda itself
+        lambda ps: optim.SGD(ps, lr=0.1),
+        lambda opt: lr_scheduler.LambdaLR(opt, lambda e: 0.9**e + 0.1 * (e % 3)),
+    ),
+    "multiplicative-lr": (
+        lambda ps: optim.Adam(ps, lr=0.05),
+        lambda opt: lr_scheduler.MultiplicativeLR(opt, lambda e: 0.7 if e % 2 else 1.1),
+    ),
+    "sequential-lr": (  # a warm-up, then a decay
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.5),
+        lambda opt: lr_scheduler.SequentialLR(
+            opt,
+            [
+                lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=3),
+                lr_scheduler.ExponentialLR(opt, gamma=0.8),
+            ],
+            milestones=[3],
+        ),
+    ),
+    "chained-scheduler": (
+        lambda ps: optim.AdamW(ps, lr=0.05, weight_decay=0.1),
+        lambda opt: lr_scheduler.ChainedScheduler(
+            [lr_scheduler.ExponentialLR(opt, gamma=0.9), lr_scheduler.StepLR(opt, 3, 0.5)]
+        ),
+    ),
+    "one-cycle-per-step": (  # the rate and the momentum cycle, every batch
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
+        per_step(lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=STEPS)),
+    ),
+    "one-cycle-adam-betas": (  # Adam's beta1 cycles, its bias correction with it
+        lambda ps: optim.Adam(ps, lr=0.01),
+        per_step(
+            lambda opt: lr_scheduler.OneCycleLR(
+                opt, max_lr=0.05, total_steps=STEPS, anneal_strategy="linear", three_phase=True
+            )
+        ),
+    ),
+    "one-cycle-without-momentum": (
+        lambda ps: optim.RMSprop(ps, lr=0.01),
+        per_step(
+            lambda opt: lr_scheduler.OneCycleLR(
+                opt, max_lr=0.02, total_steps=STEPS, cycle_momentum=False
+            )
+        ),
+    ),
+    "cyclic-lr-per-step": (
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+        per_step(lambda opt: lr_scheduler.CyclicLR(opt, base_lr=0.01, max_lr=0.1, step_size_up=7)),
+    ),
+    "linear-warm-up-per-step": (
+        lambda ps: optim.AdamW(ps, lr=0.05),
+        per_step(lambda opt: lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=10)),
+    ),
 }
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e-4])
 @pytest.mark.parametrize("name", sorted(TWINS))
 def test_to_optax_takes_torchs_steps(name, scale):
-    make_optimizer, make_scheduler = TWINS[name]
-    want = torch_trajectory(make_optimizer, make_scheduler, scale)
-    got = optax_trajectory(translated(make_optimizer, make_scheduler), scale)
+    got, want = trajectories(*TWINS[name], scale)
     assert rel_error(got, want) < 1e-13
 
 
@@ -159,11 +254,18 @@ NEAR_MISSES = {
 @pytest.mark.parametrize("name", sorted(NEAR_MISSES))
 def test_near_miss_translations_part_from_torch(name):
     make_optimizer, make_scheduler, tx = NEAR_MISSES[name]
-    want = torch_trajectory(make_optimizer, make_scheduler, 1e-4)
+    got, want = trajectories(make_optimizer, make_scheduler, 1e-4)
     assert rel_error(optax_trajectory(tx, 1e-4), want) > 1e-9
-    # and the translation of the same optimizer does not
-    got = optax_trajectory(translated(make_optimizer, make_scheduler), 1e-4)
-    assert rel_error(got, want) < 1e-13
+    assert rel_error(got, want) < 1e-13  # and the translation of the same optimizer does not
+
+
+def test_a_per_batch_scheduler_translated_per_epoch_parts_from_torch():
+    """The interval is part of the translation: a warm-up torch steps every batch, read as
+    stepped once per epoch, trains at other rates."""
+    make_optimizer, make_scheduler = TWINS["linear-warm-up-per-step"]
+    _, want = trajectories(make_optimizer, make_scheduler, 1.0)
+    per_epoch = optax_trajectory(translated(make_optimizer, make_scheduler, "epoch"))
+    assert rel_error(per_epoch, want) > 1e-3
 
 
 def test_each_schedule_gives_torchs_learning_rate_epoch_by_epoch():
@@ -172,15 +274,25 @@ def test_each_schedule_gives_torchs_learning_rate_epoch_by_epoch():
     for name, (_, make_scheduler) in TWINS.items():
         if make_scheduler is None or "adagrad" in name:
             continue
+        every = 1 if interval(make_scheduler) == "step" else STEPS_PER_EPOCH
         opt = optim.SGD([torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))], lr=0.1)
         scheduler = make_scheduler(opt)
+        if getattr(scheduler, "cycle_momentum", False):
+            continue  # the momentum it moves makes SGD's update more than the rate
         want = []
-        for _ in range(STEPS // STEPS_PER_EPOCH):
-            want += [opt.param_groups[0]["lr"]] * STEPS_PER_EPOCH
+        for _ in range(STEPS // every):
+            want += [opt.param_groups[0]["lr"]] * every
             opt.step()  # (no gradients: nothing moves) torch wants it before scheduler.step()
-            scheduler.step()
+            if len(want) < STEPS:  # OneCycleLR refuses a step past its total
+                scheduler.step()
         fresh = optim.SGD([torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))], lr=0.1)
-        tx = to_optax(fresh, make_scheduler(fresh), steps_per_epoch=STEPS_PER_EPOCH)
+        tx = to_optax(
+            fresh,
+            make_scheduler(fresh),
+            steps_per_epoch=STEPS_PER_EPOCH,
+            scheduler_interval=interval(make_scheduler),
+            horizon=STEPS,
+        )
         state, got = tx.init(jnp.zeros(1)), []
         for _ in range(STEPS):
             update, state = tx.update(-jnp.ones(1), state)
@@ -259,6 +371,15 @@ def _param():
     return [torch.nn.Parameter(torch.zeros(2))]
 
 
+class Halving(lr_scheduler.LRScheduler):
+    """A user's own scheduler: nothing to_optax knows."""
+
+    def get_lr(self):
+        return [
+            group["lr"] * (0.5 if self.last_epoch else 1.0) for group in self.optimizer.param_groups
+        ]
+
+
 @pytest.mark.parametrize(
     "build, message",
     [
@@ -268,14 +389,18 @@ def _param():
         (lambda: (optim.SGD(_param(), differentiable=True), None), "differentiable=True"),
         (
             lambda: (opt := optim.SGD(_param(), lr=0.1), lr_scheduler.LambdaLR(opt, lambda e: 1.0)),
-            "cannot translate the scheduler LambdaLR",
+            "LambdaLR is sampled from torch, a copy stepped ahead: give horizon=N",
         ),
         (
             lambda: (
                 opt := optim.SGD(_param(), lr=0.1),
-                lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10),
+                lr_scheduler.ReduceLROnPlateau(opt),
             ),
-            "cannot translate the scheduler OneCycleLR",
+            "ReduceLROnPlateau steps on the losses it is given.*torch_step/flax_step",
+        ),
+        (
+            lambda: (opt := optim.SGD(_param(), lr=0.1), Halving(opt)),
+            "cannot translate the scheduler Halving.*optax_tx written by hand",
         ),
         (
             lambda: (optim.SGD(_param(), lr=0.1), lr_scheduler.StepLR(optim.SGD(_param()), 1)),

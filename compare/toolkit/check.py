@@ -9,7 +9,9 @@ torch's key names; the first tensor past the tolerance is ``first_divergence``, 
 when the pattern is a known porting trap (``compare.toolkit.traps``, docs/PORTING.md).
 """
 
+import copy
 import json
+import warnings
 from dataclasses import dataclass, field
 
 import jax.numpy as jnp
@@ -24,7 +26,15 @@ from compare.diff import max_rel_diff, tensor_rel_diff
 from compare.errors import CompareError, SideError
 from compare.toolkit import engine, traps
 
-TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
+TOLERANCE = {"float64": 1e-9, "float32": 1e-4}  # the floor of every tensor's bound
+# a tensor may part from torch by this many times torch's own rounding noise in it (the
+# reference's difference from torch): parity's factor for a chaotic trajectory
+SENSITIVITY_FACTOR = 10.0
+# a gradient this many float eps of the whole gradient's scale is rounding level
+NOISE_LEVEL = 16
+# a tensor is rounding noise when torch's own noise in it is this large (relative), and this
+# many times the loss's own noise
+NOISY, NOISY_OVER_LOSS = 1e-2, 1e3
 
 
 @dataclass
@@ -32,7 +42,9 @@ class Report:
     """What ``check`` found. ``to_json()`` has ``parity --json``'s fields (``dtype``,
     ``steps``, ``loss_max_rel_diff``, ``param_max_rel_diff``, ``tolerance``, ``passed``) and
     ``forward_rel_diff``, ``grad_rel_diff`` (tiers 1-2 on the first batch at the initial
-    weights), ``first_divergence`` (None, or ``{"step", "tensor", "rel_diff", "hint"}``),
+    weights), ``first_divergence`` (None, or ``{"step", "tensor", "rel_diff", "bound",
+    "hint"}``), ``bound`` (what each tensor was held to, and why), ``loss_irrelevant`` (the
+    parameters whose gradient is at rounding level: compared against their own noise),
     ``dropout`` (how dropout ran) and ``optimizer`` (where the optax side came from)."""
 
     dtype: str
@@ -47,6 +59,8 @@ class Report:
     dropout: str
     optimizer: str
     compared: list = field(default_factory=list)
+    bound: dict = field(default_factory=dict)
+    loss_irrelevant: list = field(default_factory=list)
     torch_losses: np.ndarray = None
     jax_losses: np.ndarray = None
 
@@ -64,6 +78,8 @@ class Report:
             "dropout": self.dropout,
             "optimizer": self.optimizer,
             "compared": self.compared,
+            "bound": self.bound,
+            "loss_irrelevant": self.loss_irrelevant,
             "final_loss": {
                 "jax": np.asarray(self.jax_losses[-1]).tolist(),
                 "torch": np.asarray(self.torch_losses[-1]).tolist(),
@@ -76,6 +92,11 @@ class Report:
         for key in ("loss_max_rel_diff", "param_max_rel_diff", "forward_rel_diff", "grad_rel_diff"):
             lines.append(f"  {key:<22} {getattr(self, key):.3e}")
         lines.append(f"  {'tolerance':<22} {self.tolerance:.1e}")
+        if self.bound.get("kind") == "sensitivity":
+            lines.append(
+                f"  {'':<22} or {self.bound['factor']:g} x each tensor's own noise, up to "
+                f"{self.bound['tolerance']:.1e} ({self.bound['reference']})"
+            )
         lines.append(f"  {'optimizer':<22} {self.optimizer}")
         lines.append(f"  {'dropout':<22} {self.dropout}")
         first = self.first_divergence
@@ -86,6 +107,12 @@ class Report:
             )
             if first.get("hint"):
                 lines.append(f"  hint: {first['hint']}")
+        for entry in self.loss_irrelevant:
+            lines.append(
+                f"  loss-irrelevant: {entry['tensor']} (relative difference "
+                f"{entry['rel_diff']:.1e}; gradient {entry['grad_max']:.1e} of "
+                f"{entry['grad_scale']:.1e})"
+            )
         return "\n".join(lines)
 
     def __repr__(self):
@@ -106,6 +133,7 @@ def check(
     to_flax=None,
     tolerance=None,
     scheduler=None,
+    scheduler_interval="epoch",
     torch_step=None,
     flax_step=None,
     dropout="masks",
@@ -121,9 +149,16 @@ def check(
       tutorial files.
     - ``torch_optimizer``: a ``torch.optim.Optimizer`` on ``torch_model``'s parameters; the optax
       side is ``compare.optim.to_optax(torch_optimizer, scheduler)`` unless ``optax_tx`` is
-      given. ``scheduler``: a torch scheduler stepped after each epoch of ``batches``.
-    - ``dtype``: ``"float64"`` (any semantic difference shows; default tolerance 1e-9) or
-      ``"float32"`` (the drift is reported; default tolerance 1e-4). ``tolerance`` overrides.
+      given. ``scheduler``: a torch scheduler stepped after each epoch of ``batches``, or
+      after every step with ``scheduler_interval="step"``; with one, ``steps`` defaults to
+      enough epochs for the schedule to move once.
+    - ``dtype``: ``"float64"`` (any semantic difference shows) or ``"float32"``. Every tensor
+      is held to ``tolerance`` (default 1e-9 and 1e-4) or to 10 times its own rounding noise
+      when that is larger: how far torch itself lands from torch in float64 (a float32
+      check) or from torch started from weights nudged by one rounding step (float64: a
+      chaotic trajectory, a parameter the loss does not depend on). The report's ``bound``
+      says which applied, ``loss_irrelevant`` lists the parameters whose gradient is at
+      rounding level.
     - ``to_flax(array)``: one array of a batch in the Flax layout (default: 4-D arrays NCHW ->
       NHWC, others unchanged).
     - ``dropout``: ``"masks"`` (each ``nn.Dropout`` / ``nnx.Dropout`` pair, matched by name,
@@ -163,8 +198,16 @@ def check(
         raise CompareError(
             f"torch_optimizer must be a torch.optim.Optimizer, not {type(torch_optimizer).__name__}"
         )
+    if scheduler_interval not in optim.INTERVALS:
+        raise CompareError(
+            f"scheduler_interval must be 'epoch' or 'step', not {scheduler_interval!r}"
+        )
     batches = _batches(batches)
-    steps = len(batches) if steps is None else int(steps)
+    if steps is None:
+        steps = len(batches)
+        if scheduler is not None:  # long enough for the schedule to move at least once
+            steps = _steps_to_move(torch_optimizer, scheduler, len(batches), scheduler_interval)
+    steps = int(steps)
     if steps < 1:
         raise CompareError("steps must be at least 1")
     tolerance = TOLERANCE[dtype] if tolerance is None else float(tolerance)
@@ -186,7 +229,13 @@ def check(
     _cast_other_variables(flax_model, np_dtype)
     folds = port.mapping(flax_model, fold_biases=True).folds
 
-    start_epoch = None
+    translation = dict(
+        steps_per_epoch=len(batches),
+        scheduler_interval=scheduler_interval,
+        horizon=steps,
+        torch_model=torch_model,
+        flax_model=flax_model,
+    )
     if custom:
         flax_optimizer = optax_tx
         if isinstance(optax_tx, optax.GradientTransformation):
@@ -198,54 +247,52 @@ def check(
         tx = optax_tx
         label = "optax_tx as given"
         if tx is None:
-            tx = optim.to_optax(
-                torch_optimizer,
-                scheduler,
-                steps_per_epoch=len(batches),
-                torch_model=torch_model,
-                flax_model=flax_model,
-            )
+            tx = optim.to_optax(torch_optimizer, scheduler, **translation)
             label = f"compare.optim.to_optax({type(torch_optimizer).__name__})"
-        flax_optimizer = nnx.Optimizer(flax_model, tx, wrt=nnx.Param)
         if scheduler is not None:
-            start_epoch = lambda epoch: scheduler.step() if epoch > 0 else None  # noqa: E731
+            label += f", {type(scheduler).__name__} stepped per {scheduler_interval}"
+        flax_optimizer = nnx.Optimizer(flax_model, tx, wrt=nnx.Param)
 
     suspects = traps.audit(torch_model, flax_model, dtype)  # before dropout layers are swapped
     feed = DropoutFeed(torch_model, flax_model, dropout, seed, np_dtype)
     to_flax = to_flax or to_flax_layout
 
-    def to_torch_side(a):
-        return torch.from_numpy(np.ascontiguousarray(cast(a, np_dtype)))
-
     def to_jax_side(a):
         return jnp.asarray(np.asarray(to_flax(cast(a, np_dtype))))
 
-    if custom:
-        torch_side_step, jax_side_step = torch_step, flax_step
-    else:
-        torch_side_step, jax_side_step = _torch_step(torch_loss), _flax_step(flax_loss)
+    # the reference: torch again from a copy made now (its dropout layers hooked alike)
+    reference, reference_kind = _reference(torch_model, torch_optimizer, scheduler, dtype, seed)
+    torch_side = _torch_side(
+        "torch",
+        torch_model,
+        torch_optimizer,
+        scheduler,
+        np_dtype,
+        torch_step if custom else None,
+        torch_loss,
+        scheduler_interval,
+    )
     pair = engine.Pair(
-        torch=engine.Side(
-            "torch",
-            torch_model,
-            torch_optimizer,
-            torch_loss,
-            torch_side_step,
-            to_torch_side,
-            step_grads=not custom,
-            start_epoch=start_epoch,
-        ),
+        torch=torch_side,
         jax=engine.Side(
             "jax",
             flax_model,
             flax_optimizer,
             flax_loss,
-            jax_side_step,
+            flax_step if custom else _flax_step(flax_loss),
             to_jax_side,
             step_grads=not custom,
         ),
         dtype=dtype,
         folds=folds,
+        reference=_torch_side(
+            "reference",
+            *reference,
+            np.float64,
+            torch_step if custom else None,
+            torch_loss,
+            scheduler_interval,
+        ),
     )
     try:
         torch_model.train()
@@ -253,10 +300,15 @@ def check(
         feed.begin(0)
         forward, grads = engine.probe(pair, *pair.feed(*batches[0]), jit=True)
         witness = None
-        if not custom and scheduler is None and dtype == "float64":
-            witness = _witness(torch_optimizer, flax_model, folds, tolerance)
+        if not custom and dtype == "float64":
+            witness = _witness(
+                torch_optimizer, scheduler, flax_model, folds, tolerance, translation
+            )
         recorder = engine.Recorder(
-            tolerance, diagnose=traps.Diagnosis(pair, suspects, tolerance, witness)
+            tolerance,
+            diagnose=traps.Diagnosis(pair, suspects, tolerance, witness),
+            factor=SENSITIVITY_FACTOR,
+            noise_level=NOISE_LEVEL * np.finfo(np_dtype).eps,
         )
         torch_losses, jax_losses = engine.run_recorded(
             pair,
@@ -277,10 +329,11 @@ def check(
     final = engine.state_pairs(
         pair, port.torch_state_dict(torch_model), port.nnx_to_torch(flax_model)
     )
+    irrelevant = _irrelevant(recorder, final, reference_kind)
+    relevant = [(name, got, want) for name, _, got, want in final if name not in irrelevant]
     param_diff = tensor_rel_diff(
-        {name: got for name, _, got, _ in final}, {name: want for name, _, _, want in final}
+        {name: got for name, got, _ in relevant}, {name: want for name, _, want in relevant}
     )
-    passed = max(loss_diff, param_diff, forward, grads) <= tolerance and recorder.first is None
     return Report(
         dtype=dtype,
         steps=int(steps),
@@ -289,11 +342,13 @@ def check(
         forward_rel_diff=forward,
         grad_rel_diff=grads,
         tolerance=tolerance,
-        passed=bool(passed),
+        passed=recorder.first is None,
         first_divergence=recorder.first,
         dropout=feed.describe(),
         optimizer=label,
         compared=sorted(recorder.compared),
+        bound=_bound(recorder, tolerance, reference_kind, final, irrelevant),
+        loss_irrelevant=list(irrelevant.values()),
         torch_losses=torch_losses,
         jax_losses=jax_losses,
     )
@@ -336,8 +391,9 @@ def _cast_other_variables(model, np_dtype):
             var.set_value(jnp.asarray(value, np_dtype))
 
 
-def _torch_step(torch_loss):
-    """zero_grad, loss, backward, the gradients kept, step: torch's training step."""
+def _torch_step(torch_loss, scheduler=None):
+    """zero_grad, loss, backward, the gradients kept, step (and ``scheduler.step()`` when it
+    steps per batch): torch's training step."""
 
     def step(model, optimizer, x, y, *noise):
         optimizer.zero_grad()
@@ -345,9 +401,78 @@ def _torch_step(torch_loss):
         loss.backward()
         grads = engine.torch_grads(model)
         optimizer.step()
+        if scheduler is not None:
+            _step_quietly(scheduler)
         return loss.detach(), grads
 
     return step
+
+
+def _step_quietly(scheduler):
+    # a copied scheduler warns that its optimizer's step was replaced: it was, by the copy's
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
+
+
+def _torch_side(framework, model, optimizer, scheduler, np_dtype, custom_step, loss, interval):
+    """A torch side of the pair: ``torch`` itself, or the ``reference`` beside it."""
+
+    def to_side(a):
+        return torch.from_numpy(np.ascontiguousarray(cast(a, np_dtype)))
+
+    start_epoch = None
+    if scheduler is not None and interval == "epoch":
+
+        def start_epoch(epoch):
+            if epoch > 0:
+                _step_quietly(scheduler)
+
+    per_step = scheduler if interval == "step" else None
+    return engine.Side(
+        framework,
+        model,
+        optimizer,
+        loss,
+        custom_step or _torch_step(loss, per_step),
+        to_side,
+        step_grads=not custom_step,
+        start_epoch=start_epoch,
+    )
+
+
+def _reference(torch_model, torch_optimizer, scheduler, dtype, seed):
+    """Copies of the model, its optimizer(s) and scheduler for the reference, and what it is:
+    torch in float64 beside a float32 check, torch from weights nudged by one rounding step
+    (each float times 1 +- eps, signs drawn from ``seed``) beside a float64 one."""
+    model, optimizer, scheduler = copy.deepcopy((torch_model, torch_optimizer, scheduler))
+    if dtype == "float32":
+        model.double()  # in place: the copied optimizer keeps the same Parameters
+        return (model, optimizer, scheduler), "torch in float64"
+    rng = np.random.default_rng([seed, 11])
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                signs = rng.choice([-1.0, 1.0], size=tuple(tensor.shape))
+                eps = np.finfo(np.float64).eps
+                tensor.mul_(torch.from_numpy(1 + signs * eps).to(tensor.dtype))
+    return (model, optimizer, scheduler), "torch from weights nudged by one rounding step"
+
+
+def _steps_to_move(optimizer, scheduler, steps_per_epoch, interval, most_epochs=20):
+    """Steps enough for ``scheduler`` to change the learning rate at least once: to the end of
+    the first epoch (or step) trained at another rate than the first, at most ``most_epochs``
+    epochs."""
+    per = 1 if interval == "step" else steps_per_epoch
+    count = most_epochs * steps_per_epoch // per
+    try:
+        lrs, _ = optim.replay(optimizer, scheduler, count)
+    except Exception:  # a scheduler to_optax refuses: it says why, in one line, just after
+        return steps_per_epoch
+    for t in range(1, len(lrs[0])):
+        if any(rates[t] != rates[0] for rates in lrs):
+            return max(steps_per_epoch, (t + 1) * per)
+    return len(lrs[0]) * per
 
 
 def _flax_step(flax_loss):
@@ -366,8 +491,9 @@ def _flax_step(flax_loss):
     return step
 
 
-def _witness(torch_optimizer, flax_model, folds, tolerance):
-    """The optimizer witness (``traps.OptimizerWitness``) for one plain parameter group."""
+def _witness(torch_optimizer, scheduler, flax_model, folds, tolerance, translation):
+    """The optimizer witness (``traps.OptimizerWitness``) for one parameter group, at the
+    learning rate its scheduler makes (none where the scheduler moves the momentum too)."""
     if len(torch_optimizer.param_groups) != 1:
         return None
     seconds = {second for _, second in folds}
@@ -377,9 +503,76 @@ def _witness(torch_optimizer, flax_model, folds, tolerance):
         if key not in seconds
     }
     try:
-        return traps.OptimizerWitness(torch_optimizer, params, min(tolerance, 1e-12))
+        [(lr, momentum)] = optim.learning_rates(
+            torch_optimizer,
+            scheduler,
+            translation["steps_per_epoch"],
+            translation["scheduler_interval"],
+            translation["horizon"],
+        )
+        if momentum is not None:
+            return None
+        exact = optim.to_optax(torch_optimizer, scheduler, **translation)
+        return traps.OptimizerWitness(
+            torch_optimizer, params, min(tolerance, 1e-12), exact=exact, lr=lr
+        )
     except CompareError:  # an optimizer to_optax cannot translate: no witness, no hint
         return None
+
+
+def _irrelevant(recorder, final, reference):
+    """What the loss does not depend on, in the state dict's order, with how far each parted:
+    the parameters whose gradient was at rounding level on both sides, and the parameters and
+    statistics that are themselves rounding noise (torch's own, the reference's difference,
+    is a large part of them while the loss's is not: a running mean of activations that
+    average to zero, say). Each was held to its own noise."""
+    loss_noise = recorder.noise.get("loss", 0.0)
+    found = {}
+    for name, kind, got, want in final:
+        entry = {"tensor": name, "rel_diff": tensor_rel_diff({name: got}, {name: want})}
+        noted, noise = recorder.irrelevant.get(name), recorder.noise.get(name, 0.0)
+        if kind == "param" and noted is not None:
+            grad_max, scale = noted["grad_max"], noted["grad_scale"]
+            entry.update(grad_max=grad_max, grad_scale=scale)
+            entry["why"] = (
+                f"its gradient is at rounding level on both sides (at most {grad_max:.1e} "
+                f"against {scale:.1e} for the whole model): to the step's precision the loss "
+                "does not depend on it (a shift a following normalisation absorbs, a key bias "
+                "softmax ignores), so each side moves it by its own rounding noise"
+            )
+        elif noise >= NOISY and noise >= NOISY_OVER_LOSS * loss_noise:
+            entry["why"] = (
+                f"its value is rounding noise: {reference} lands {noise:.1e} (relative) from "
+                "torch in it while the loss agrees (a statistic of activations that average to "
+                "zero, a value the loss does not depend on)"
+            )
+        else:
+            continue
+        found[name] = entry
+    return found
+
+
+def _bound(recorder, tolerance, reference, final, irrelevant):
+    """What each tensor was held to: ``fixed`` (the tolerance) when torch's own noise in the
+    loss and the parameters the loss depends on stayed below a tenth of it, else
+    ``sensitivity``: up to ``factor`` times that noise."""
+    params = [name for name, kind, _, _ in final if kind == "param" and name not in irrelevant]
+    noise = max((recorder.noise.get(name, 0.0) for name in ("loss", *params)), default=0.0)
+    kind = "sensitivity" if recorder.factor * noise > tolerance else "fixed"
+    return {
+        "kind": kind,
+        "tolerance": max(tolerance, recorder.factor * noise),
+        "floor": tolerance,
+        "factor": recorder.factor,
+        "self_divergence": noise,
+        "reference": reference,
+        "why": (
+            "each tensor held to the tolerance, or to factor x its own rounding noise (the "
+            "reference's difference from torch, step by step) when that is larger; "
+            "self_divergence is the largest such noise in the loss or a parameter the loss "
+            "depends on"
+        ),
+    }
 
 
 # --- dropout: the same masks on both sides, or none -------------------------------------------

@@ -14,6 +14,7 @@ runs a user's pair on it, and the tutorials' ``parity`` builds its pair from the
   the relative differences of ``compare.diff``.
 """
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -67,22 +68,29 @@ class Side:
 
 @dataclass
 class Pair:
+    """The two sides, and optionally a ``reference``: torch again, trained beside them on the
+    same batches, whose difference from ``torch`` is torch's own rounding noise (torch in
+    float64 beside a float32 check, or from weights nudged by one rounding step); each tensor
+    is then held to that noise (``Recorder``)."""
+
     torch: Side
     jax: Side
     dtype: str
     folds: list = field(default_factory=list)  # torch key pairs one Flax bias holds the sum of
+    reference: Side | None = None
 
     def feed(self, x, y, noise=None):
         """One numpy batch as ``(torch_inputs, jax_inputs)``, each ``(x, y, noise)``."""
+        return self.inputs(self.torch, x, y, noise), self.inputs(self.jax, x, y, noise)
 
-        def side(s):
-            return (
-                s.to_side(x),
-                s.to_side(y),
-                None if noise is None else {k: s.to_side(v) for k, v in noise.items()},
-            )
-
-        return side(self.torch), side(self.jax)
+    @staticmethod
+    def inputs(side, x, y, noise=None):
+        """One numpy batch as ``side``'s ``(x, y, noise)``."""
+        return (
+            side.to_side(x),
+            side.to_side(y),
+            None if noise is None else {k: side.to_side(v) for k, v in noise.items()},
+        )
 
 
 def guarded(side, what, fn, *args):
@@ -224,29 +232,53 @@ def match_layout(jax_out, torch_out):
 
 @dataclass
 class Recorder:
-    """Compares every tensor of every step in order and keeps the first past ``tolerance``:
-    ``{"step", "tensor", "rel_diff", "hint"}``. ``diagnose(divergence, context)`` returns the
-    hint (``compare.toolkit.traps``), or a function to ask for it when the run is over."""
+    """Compares every tensor of every step in order and keeps the first past its bound:
+    ``{"step", "tensor", "rel_diff", "bound", "hint"}``. The bound is ``tolerance``, or, where
+    the pair has a reference, ``factor`` times the tensor's own noise (how far the reference
+    is from torch, the largest yet) when that is larger: each tensor judged against its own
+    rounding noise.
+    ``diagnose(divergence, context)`` returns the hint (``compare.toolkit.traps``), or a
+    function to ask for it when the run is over. A parameter whose gradient is at rounding
+    level on both sides (``noise_level`` times the whole gradient's scale) is kept in
+    ``irrelevant``: to the precision of the step, the loss does not depend on it."""
 
     tolerance: float
     diagnose: Callable | None = None
+    factor: float = 10.0
+    noise_level: float = 0.0
     first: dict | None = None
     compared: set = field(default_factory=set)  # what kinds of tensor were compared
+    irrelevant: dict = field(default_factory=dict)  # torch name -> what was measured
+    noise: dict = field(default_factory=dict)  # tensor name -> its largest own noise
 
     @property
     def done(self):
         return self.first is not None
 
-    def compare(self, step, kind, name, got, want, scale=None, context=None):
-        """``got`` (JAX) against ``want`` (torch); True when this is the first divergence."""
+    def compare(self, step, kind, name, got, want, scale=None, context=None, own=None):
+        """``got`` (JAX) against ``want`` (torch), ``own`` the reference's value of the same
+        tensor; True when this is the first divergence."""
         if self.done:
             return False
         self.compared.add(kind)
+        if kind == "grad":
+            self._note_irrelevant(step, name.removesuffix(".grad"), got, want, scale)
         diff = rel_diff(got, want, scale)
-        if diff <= self.tolerance:
+        bound = self.tolerance
+        if own is not None:  # torch's own noise in this tensor so far: once a trajectory
+            # is chaotic it stays so, though one step's scalar may land close by chance
+            self.noise[name] = max(self.noise.get(name, 0.0), rel_diff(own, want, scale))
+            bound = max(bound, self.factor * self.noise[name])
+        if diff <= bound:
             return False
         shapes = np.shape(got) != np.shape(want)
-        self.first = {"step": int(step), "tensor": name, "rel_diff": diff, "hint": None}
+        self.first = {
+            "step": int(step),
+            "tensor": name,
+            "rel_diff": diff,
+            "bound": bound,
+            "hint": None,
+        }
         if shapes:
             self.first["shapes"] = {"jax": list(np.shape(got)), "torch": list(np.shape(want))}
         if self.diagnose is not None:
@@ -254,6 +286,11 @@ class Recorder:
                 dict(self.first, kind=kind), context if context is not None else {}
             )
         return True
+
+    def _note_irrelevant(self, step, name, got, want, scale):
+        largest = max(float(np.max(np.abs(a))) if np.size(a) else 0.0 for a in (got, want))
+        if step == 0 and scale and largest <= self.noise_level * scale:
+            self.irrelevant[name] = {"grad_max": largest, "grad_scale": scale}
 
     def finish(self):
         """A hint that needed the steps after the divergence (a callable) is asked now."""
@@ -374,75 +411,71 @@ def run_recorded(pair, batches, steps, recorder, before_step=None, observers=(),
     """``steps`` steps over ``batches`` (numpy ``(x, y[, noise])`` in torch's layout, cycled as
     epochs), one at a time. While nothing has diverged, each step's forward output, loss,
     gradients, parameters and statistics after the update, and optimizer state are compared
-    by ``recorder`` in that order, in torch's key names. ``before_step(step)`` runs first
-    (dropout masks, say); each of ``observers`` is called as ``observer(step, seen)`` with the
-    JAX side's parameters before and after and its gradients (``compare.toolkit.traps`` checks its
-    hypotheses there). Returns the per-step losses ``(torch, jax)``."""
+    by ``recorder`` in that order, in torch's key names, each with the reference's value of it
+    where the pair has a reference. ``before_step(step)`` runs first (dropout masks, say);
+    each of ``observers`` is called as ``observer(step, seen)`` with the JAX side's parameters
+    before and after and its gradients (``compare.toolkit.traps`` checks its hypotheses
+    there). Returns the per-step losses ``(torch, jax)``."""
+    ref = pair.reference
     fed = [pair.feed(*batch) for batch in batches]
+    ref_fed = [pair.inputs(ref, *batch) for batch in batches] if ref is not None else None
     tm, jm = pair.torch.model, pair.jax.model
     forward = jitted_forward()
-    tm.train()
-    jm.train()
+    for model in (tm, jm) + ((ref.model,) if ref is not None else ()):
+        model.train()
     torch_losses, jax_losses = [], []
     bar = tqdm(range(steps), desc="check", unit="step", disable=not progress, leave=False)
     for step in bar:
         epoch, index = divmod(step, len(batches))
         if index == 0:
-            for side in (pair.torch, pair.jax):
-                if side.start_epoch is not None:
+            for side in (pair.torch, pair.jax, ref):
+                if side is not None and side.start_epoch is not None:
                     side.start_epoch(epoch)
         if before_step is not None:
             before_step(step)
         t_in, j_in = fed[index]
+        r_in = ref_fed[index] if ref is not None else None
         context = {"pair": pair, "step": step, "torch_inputs": t_in, "jax_inputs": j_in}
         recording = not recorder.done
         # observers see a few steps past the divergence: their evidence for a hint
         observing = observers and (recording or step <= recorder.first["step"] + EVIDENCE_STEPS)
-        t_args = () if t_in[2] is None else (t_in[2],)
-        j_args = () if j_in[2] is None else (j_in[2],)
 
         if recording and t_in[2] is None and has_forward(tm) and has_forward(jm):
-            restore_torch, restore_jax = torch_snapshot(tm), jax_snapshot(jm)
-            with torch.no_grad():
-                torch_out = guarded("torch", f"forward pass at step {step}", tm, t_in[0])
-                torch_out = to_numpy(first_output(torch_out))
+            draws = _rng_state()  # the reference draws what torch draws (functional dropout)
+            torch_out = _torch_output(tm, t_in, step)
+            restore_jax = jax_snapshot(jm)
             jax_out = guarded("jax", f"forward pass at step {step}", forward, jm, j_in[0])
             jax_out = match_layout(np.asarray(jax_out), torch_out)
-            restore_torch()
             restore_jax()
+            own = None
+            if ref is not None:
+                with _replaying(draws):
+                    own = _torch_output(ref.model, r_in, step, "reference")
             context["torch_output"] = torch_out
-            recorder.compare(step, "output", "output", jax_out, torch_out, context=context)
+            recorder.compare(step, "output", "output", jax_out, torch_out, context=context, own=own)
 
-        grads = None
+        grads = ref_grads = None
         if recording and not (pair.torch.step_grads and pair.jax.step_grads):
+            draws = _rng_state()
             grads = _loss_grads(pair, t_in, j_in)  # the losses' gradients before the step
+            if ref is not None:
+                with _replaying(draws):
+                    ref_grads = _torch_grads_of_loss(ref, r_in)
         seen = {"jax_before": port.nnx_to_torch(jm)} if observing else {}
 
-        t_result = guarded(
-            "torch",
-            f"training step {step}",
-            pair.torch.step,
-            tm,
-            pair.torch.optimizer,
-            *t_in[:2],
-            *t_args,
-        )
-        j_result = guarded(
-            "jax",
-            f"training step {step}",
-            pair.jax.step,
-            jm,
-            pair.jax.optimizer,
-            *j_in[:2],
-            *j_args,
-        )
-        t_loss, t_grads = t_result if pair.torch.step_grads else (t_result, None)
-        j_loss, j_grads = j_result if pair.jax.step_grads else (j_result, None)
+        draws = _rng_state()
+        t_loss, t_grads = _train_step(pair.torch, t_in, step)
+        j_loss, j_grads = _train_step(pair.jax, j_in, step)
         t_loss, j_loss = to_numpy(t_loss), np.asarray(j_loss)
         for side, loss in (("torch", t_loss), ("jax", j_loss)):
             check_finite([loss], side, step, after=NOT_COMPARED)
         torch_losses.append(t_loss)
         jax_losses.append(j_loss)
+        if ref is not None and recording:
+            with _replaying(draws):
+                r_loss, r_step_grads = _train_step(ref, r_in, step)
+            r_loss = to_numpy(r_loss)
+            ref_grads = r_step_grads if r_step_grads is not None else ref_grads
         if not (recording or observing):
             continue
         if t_grads is None or j_grads is None:
@@ -457,17 +490,31 @@ def run_recorded(pair, batches, steps, recorder, before_step=None, observers=(),
                 observer(step, seen)
         if not recording:
             continue
-        recorder.compare(step, "loss", "loss", j_loss, t_loss, context=context)
+        ref_grads = ref_grads or {}
+        own_loss = r_loss if ref is not None else None
+        recorder.compare(step, "loss", "loss", j_loss, t_loss, context=context, own=own_loss)
         scale = max((float(np.max(np.abs(g))) for g in t_grads.values() if g.size), default=0.0)
         for key, want in t_grads.items():
             if key in j_grads:
                 recorder.compare(
-                    step, "grad", f"{key}.grad", j_grads[key], want, scale=scale, context=context
+                    step,
+                    "grad",
+                    f"{key}.grad",
+                    j_grads[key],
+                    want,
+                    scale=scale,
+                    context=context,
+                    own=ref_grads.get(key),
                 )
+        own_state = {}
+        if ref is not None:
+            ref_state = port.torch_state_dict(ref.model)
+            own_state = {name: v for name, _, _, v in state_pairs(pair, ref_state, jax_state)}
         for name, kind, got, want in state_pairs(pair, port.torch_state_dict(tm), jax_state):
-            recorder.compare(step, kind, name, got, want, context=context)
+            recorder.compare(step, kind, name, got, want, context=context, own=own_state.get(name))
         t_opt = torch_optimizer_state(pair.torch.optimizer, tm)
         j_opt = jax_optimizer_state(pair.jax.optimizer, jm)
+        r_opt = torch_optimizer_state(ref.optimizer, ref.model) if ref is not None else {}
         scales = {}
         for (_, name), want in t_opt.items():
             scales[name] = max(scales.get(name, 0.0), float(np.max(np.abs(want))))
@@ -481,26 +528,81 @@ def run_recorded(pair, batches, steps, recorder, before_step=None, observers=(),
                     want,
                     scale=scales[name],
                     context=context,
+                    own=r_opt.get((key, name)),
                 )
     recorder.finish()
     return np.asarray(torch_losses), np.asarray(jax_losses)
 
 
+def _rng_state():
+    """torch's random state (CPU, and CUDA where there is one)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return torch.get_rng_state(), cuda
+
+
+@contextlib.contextmanager
+def _replaying(state):
+    """Within: torch draws again from ``state``; after: it goes on as if nothing was drawn
+    (the reference draws the numbers torch drew, and takes none from torch's stream)."""
+    after = _rng_state()
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
+    try:
+        yield
+    finally:
+        torch.set_rng_state(after[0])
+        if after[1] is not None:
+            torch.cuda.set_rng_state_all(after[1])
+
+
+def _torch_output(model, inputs, step, side="torch"):
+    """A torch model's train-mode output on ``inputs``, its statistics put back, as numpy."""
+    restore = torch_snapshot(model)
+    with torch.no_grad():
+        out = guarded(side, f"forward pass at step {step}", model, inputs[0])
+    restore()
+    return to_numpy(first_output(out))
+
+
+def _train_step(side, inputs, step):
+    """One training step of ``side``: ``(loss, grads in torch's names or None)``."""
+    noise = () if inputs[2] is None else (inputs[2],)
+    result = guarded(
+        side.framework,
+        f"training step {step}",
+        side.step,
+        side.model,
+        side.optimizer,
+        *inputs[:2],
+        *noise,
+    )
+    return result if side.step_grads else (result, None)
+
+
+def _torch_grads_of_loss(side, inputs):
+    """A torch side's loss gradients at its current weights, statistics put back."""
+    model = side.model
+    restore = torch_snapshot(model)
+    noise = () if inputs[2] is None else (inputs[2],)
+    model.zero_grad(set_to_none=True)
+    loss = guarded(side.framework, "loss", side.loss, model, *inputs[:2], *noise)
+    guarded(side.framework, "backward pass", loss.backward)
+    grads = torch_grads(model)
+    model.zero_grad(set_to_none=True)
+    restore()
+    return grads
+
+
 def _loss_grads(pair, t_in, j_in):
     """Both losses' gradients at the current weights (for steps that keep theirs to
     themselves), statistics put back afterwards; torch's names."""
-    tm, jm = pair.torch.model, pair.jax.model
-    restore_torch, restore_jax = torch_snapshot(tm), jax_snapshot(jm)
-    t_args = () if t_in[2] is None else (t_in[2],)
+    t_grads = _torch_grads_of_loss(pair.torch, t_in)
+    jm = pair.jax.model
+    restore_jax = jax_snapshot(jm)
     j_args = () if j_in[2] is None else (j_in[2],)
-    tm.zero_grad(set_to_none=True)
-    loss = guarded("torch", "loss", pair.torch.loss, tm, *t_in[:2], *t_args)
-    guarded("torch", "backward pass", loss.backward)
-    t_grads = torch_grads(tm)
-    tm.zero_grad(set_to_none=True)
     j_grads = guarded("jax", "gradient", jitted_grad(pair.jax.loss), jm, *j_in[:2], *j_args)
     j_grads = port.grads_from_nnx(jm, j_grads)
-    restore_torch()
     restore_jax()
     return t_grads, unfold_grads(j_grads, pair.folds)
 

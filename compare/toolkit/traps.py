@@ -263,12 +263,14 @@ def torch_is_random(pair, context):
 # --- optimizer witnesses: the JAX updates replayed through torch's rule and its near misses ---
 
 
-def near_misses(torch_optimizer):
-    """``[(trap, detail, optax transformation)]``: plausible wrong ports of ``torch_optimizer``
-    (one parameter group, no scheduler)."""
+def near_misses(torch_optimizer, exact=None, lr=None):
+    """``(exact, [(trap, detail, optax transformation)])``: the optax twin of
+    ``torch_optimizer`` (one parameter group; ``exact`` when already built) and its plausible
+    wrong ports, each at the learning rate ``lr`` (the group's, or the schedule a scheduler
+    makes of it)."""
     g = torch_optimizer.param_groups[0]
     name = type(torch_optimizer).__name__
-    lr, wd = g["lr"], g.get("weight_decay", 0)
+    lr, wd = g["lr"] if lr is None else lr, g.get("weight_decay", 0)
     misses = []
 
     def miss(trap, detail, tx):
@@ -339,19 +341,18 @@ def near_misses(torch_optimizer):
                 optax.chain(
                     optax.trace(momentum, nesterov=g["nesterov"]) if momentum else optax.identity(),
                     optax.add_decayed_weights(wd),
-                    optax.scale(-lr),
+                    optax.scale_by_learning_rate(lr),
                 ),
             )
-    exact = optim.to_optax(torch_optimizer)
-    return exact, misses
+    return exact or optim.to_optax(torch_optimizer), misses
 
 
 class OptimizerWitness:
     """Replays the JAX side's gradients through torch's rule and each near miss, step by step,
     from the JAX side's parameters; ``explain`` names the one that reproduces its updates."""
 
-    def __init__(self, torch_optimizer, params, tolerance):
-        self.exact, misses = near_misses(torch_optimizer)
+    def __init__(self, torch_optimizer, params, tolerance, exact=None, lr=None):
+        self.exact, misses = near_misses(torch_optimizer, exact, lr)
         self.tolerance = tolerance
         self.keys = sorted(params)
         start = {k: jnp.asarray(params[k]) for k in self.keys}
