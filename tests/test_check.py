@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 import torch
+import torch.nn.functional as F
 from flax import nnx
 
 from compare import CompareError, check
@@ -240,6 +241,46 @@ def test_float32_still_fails_a_wrong_port_by_orders_of_magnitude():
     assert not result["passed"] and first["step"] == 0, result
     assert first["rel_diff"] > 30 * first["bound"]
     assert "norm-eps" in first["hint"]
+
+
+class TorchConvGelu(torch.nn.Module):
+    """A strided, padded convolution, LayerNorm over channels and exact GELU: no tutorial's."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.norm = torch.nn.LayerNorm(8)
+        self.fc = torch.nn.Linear(8 * 4 * 4, 1)
+
+    def forward(self, x):  # x (batch, 3, 8, 8)
+        h = self.conv(x).permute(0, 2, 3, 1)  # (batch, 4, 4, 8)
+        return self.fc(F.gelu(self.norm(h)).reshape(len(h), -1))  # HWC flatten on both sides
+
+
+class FlaxConvGelu(nnx.Module):
+    def __init__(self, *, rngs):
+        self.conv = nnx.Conv(3, 8, (3, 3), strides=2, padding=((1, 1), (1, 1)), rngs=rngs)
+        self.norm = nnx.LayerNorm(8, epsilon=1e-5, rngs=rngs)
+        self.fc = nnx.Linear(8 * 4 * 4, 1, rngs=rngs)
+
+    def __call__(self, x):  # x (batch, 8, 8, 3)
+        h = nnx.gelu(self.norm(self.conv(x)), approximate=False)  # (batch, 4, 4, 8)
+        return self.fc(h.reshape(len(h), -1))
+
+
+def test_adagrad_built_before_the_float64_conversion_takes_torchs_float64_steps():
+    """Adagrad makes its ``sum`` state in its constructor, in the model's float32; check turns
+    the model into float64 afterwards, and once left the state float32, so torch accumulated
+    ``g * g`` rounded to float32 (the two sides 2e-8 apart after one step). It converts the
+    state with the parameters now: the sides agree to rounding."""
+    torch.manual_seed(0)
+    torch_model, flax_model = TorchConvGelu(), FlaxConvGelu(rngs=nnx.Rngs(0))
+    optimizer = torch.optim.Adagrad(torch_model.parameters(), lr=0.05)
+    assert optimizer.state[torch_model.conv.weight]["sum"].dtype == torch.float32
+    report = check_mse(torch_model, flax_model, random_batches((8, 3, 8, 8)), optimizer, steps=6)
+    assert report.passed and report.bound["kind"] == "fixed", report
+    assert max(report.loss_max_rel_diff, report.param_max_rel_diff) <= 1e-13
+    assert optimizer.state[torch_model.conv.weight]["sum"].dtype == torch.float64
 
 
 # --- schedulers: per epoch or per batch ---------------------------------------------------

@@ -4,6 +4,7 @@ function, keys that do not fit, a loss that turns NaN, a file that does not load
 and exit 2. Apart from the example, the specs are a small MLP's, edited."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,27 @@ def test_a_broken_spec_is_one_line_and_exit_two(cli, tmp_path, old, new, message
 def test_a_missing_spec_file_is_one_line(cli, tmp_path):
     code, _, err = cli("check", tmp_path / "absent.py")
     assert code == 2 and err == f"error: {tmp_path / 'absent.py'}: no such file\n"
+
+
+def test_a_spec_imports_the_modules_beside_it_wherever_it_runs(tmp_path):
+    """The user's models in their own module, the spec beside it importing them; the command
+    run from another folder."""
+    models, _, rest = TINY.partition("def torch_model():")
+    (tmp_path / "my_models.py").write_text(models)
+    imports = (
+        "import numpy as np, optax, torch, jax.numpy as jnp\nimport torch.nn.functional as F\n"
+    )
+    (tmp_path / "spec.py").write_text(
+        imports + "from flax import nnx\nfrom my_models import FlaxNet, TorchNet\n\n\n"
+        "def torch_model():" + rest
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "compare", "check", str(tmp_path / "spec.py"), "--json"],
+        cwd=ROOT / "docs",  # neither the repository's root nor the spec's folder
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["passed"]

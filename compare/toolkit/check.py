@@ -215,6 +215,7 @@ def check(
     engine.set_precision(dtype)
 
     torch_model.to(torch_dtype)  # in place: the optimizer keeps its Parameters
+    _state_to_params_dtype(torch_optimizer)
     if not custom:
         owned = {id(p) for p in torch_model.parameters()}
         if any(id(p) not in owned for g in torch_optimizer.param_groups for p in g["params"]):
@@ -352,6 +353,25 @@ def check(
         torch_losses=torch_losses,
         jax_losses=jax_losses,
     )
+
+
+def _state_to_params_dtype(optimizer):
+    """The state an optimizer built before ``torch_model.to(dtype)`` (Adagrad's ``sum``, from its
+    constructor) converted with the parameters: left in float32, Adagrad's float64 steps would
+    accumulate ``g * g`` rounded to float32 (2e-8 apart after one step)."""
+    optimizers = optimizer.values() if isinstance(optimizer, dict) else [optimizer]
+    for opt in optimizers:
+        if not isinstance(opt, torch.optim.Optimizer):
+            continue
+        for param, state in opt.state.items():
+            for key, value in state.items():
+                if (
+                    isinstance(value, torch.Tensor)
+                    and value.is_floating_point()
+                    and value.shape == param.shape
+                    and value.dtype != param.dtype
+                ):
+                    state[key] = value.to(param.dtype)
 
 
 def _as_array(value, what):

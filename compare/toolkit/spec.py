@@ -11,7 +11,11 @@ and may define ``optax_tx()`` (the optax side, instead of ``compare.optim.to_opt
 ``scheduler(optimizer)`` (a torch scheduler stepped per epoch), ``to_flax(array)`` (the Flax
 layout of an array; default NCHW -> NHWC for 4-D arrays), ``tolerance`` (a number), and, for
 steps that are not one loss and one optimizer, ``torch_step(model, optimizer, x, y)``,
-``flax_step(model, optimizer, x, y)`` with ``flax_optimizer(model)``.
+``flax_step(model, optimizer, x, y)`` with ``flax_optimizer(model)``; ``scheduler_interval``
+(``"step"`` when the scheduler steps after every batch).
+
+The spec's own folder goes on the import path first, so it may import the modules beside it
+(``from my_model import Net``) wherever the command runs.
 """
 
 import importlib.util
@@ -28,6 +32,9 @@ def load(path):
     path = Path(path)
     if not path.is_file():
         raise CompareError(f"{path}: no such file")
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:  # the spec imports its neighbours, as a script run there would
+        sys.path.insert(0, folder)
     name = f"twinnets_spec_{abs(hash(str(path.resolve())))}"
     loader = importlib.util.spec_from_file_location(name, path)
     if loader is None or path.suffix != ".py":
@@ -76,6 +83,7 @@ def check_spec(path, steps=None, dtype="float64", progress=False):
     options = {}
     if callable(getattr(spec, "scheduler", None)):
         options["scheduler"] = _call(path, "scheduler", spec.scheduler, optimizer)
+        options["scheduler_interval"] = getattr(spec, "scheduler_interval", "epoch")
     optax_tx = None
     if custom:
         if not callable(getattr(spec, "flax_step", None)) or not callable(
