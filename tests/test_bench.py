@@ -204,3 +204,42 @@ def test_on_a_gpu_every_variant_runs_on_it(cli):
     assert code == 0 and result["device_kind"] == {"torch": "cuda", "jax": "cuda"}
     for name in bench.VARIANTS:
         assert result["variants"][name]["status"] == "ran", (name, result["variants"][name])
+
+
+@pytest.mark.parametrize("name", sorted(registry.TASKS))
+def test_every_torch_step_stays_on_its_models_device(name):
+    """A tensor a step makes for itself (a GAN's noise and labels, a class weight) is made on
+    the batch's device: on an H200 the GANs' torch variants all failed with "mat1 is on cpu".
+    The meta device stands in for CUDA here: it runs no arithmetic and mixes with no CPU
+    tensor."""
+    import copy
+
+    import torch
+
+    from compare.tutorials.twins import make_twins
+
+    twins = make_twins(registry.get(name), dtype="float32", seed=0)
+    model = copy.deepcopy(twins.torch_model).to("meta")
+    optimizer = twins.torch_module.new_optimizer(model, twins.hp)
+    x, y = (twins.torch_arrays[k][:4].to("meta") for k in ("x", "y"))
+    out = twins.torch_module.train_step(model, optimizer, x, y)
+    assert all(t.device == torch.device("meta") for t in torch.utils._pytree.tree_leaves(out))
+
+
+def test_cuda_graphs_see_the_optimizers_state_made_before_they_record():
+    """SGD makes its momentum buffers inside its first step; recorded into a CUDA graph they are
+    its outputs, overwritten by the next replay (on an H200: "accessing tensor output of
+    CUDAGraphs that has been overwritten"). ``prime`` takes that first step eagerly."""
+    import copy
+
+    from compare.bench.torch_worker import prime
+    from compare.tutorials.twins import make_twins
+
+    twins = make_twins(registry.get("mnist-cnn"), dtype="float32", seed=0)
+    model = copy.deepcopy(twins.torch_model)
+    optimizer = twins.torch_module.new_optimizer(model, twins.hp)
+    params = list(model.parameters())
+    assert not any("momentum_buffer" in optimizer.state[p] for p in params)
+    x, y = twins.torch_arrays["x"][:8], twins.torch_arrays["y"][:8]
+    prime(twins.torch_module.train_step, model, optimizer, (x, y))
+    assert all("momentum_buffer" in optimizer.state[p] for p in params)

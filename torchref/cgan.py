@@ -76,19 +76,19 @@ def new_noise(model, images):
     """A step's randomness, drawn here in a normal run (compare hands one in for lockstep):
     z, and the digits the fakes are forged for."""
     return {
-        "z": torch.randn(len(images), model.latent_size, dtype=images.dtype),
-        "labels": torch.randint(0, model.num_classes, (len(images),)),
+        "z": torch.randn(len(images), model.latent_size, dtype=images.dtype, device=images.device),
+        "labels": torch.randint(0, model.num_classes, (len(images),), device=images.device),
     }
 
 
 def d_loss_fn(D, images, labels, fake_images, fake_labels):
-    real = torch.ones(len(images), 1, dtype=images.dtype)
-    fake = torch.zeros(len(fake_images), 1, dtype=images.dtype)
+    real = torch.ones(len(images), 1, dtype=images.dtype, device=images.device)
+    fake = torch.zeros(len(fake_images), 1, dtype=images.dtype, device=images.device)
     return criterion(D(images, labels), real) + criterion(D(fake_images, fake_labels), fake)
 
 
 def g_loss_fn(D, fake_images, fake_labels):
-    real = torch.ones(len(fake_images), 1, dtype=fake_images.dtype)
+    real = torch.ones(len(fake_images), 1, dtype=fake_images.dtype, device=fake_images.device)
     return criterion(D(fake_images, fake_labels), real)  # fakes labelled real
 
 

@@ -52,17 +52,21 @@ criterion = nn.BCELoss()
 
 def new_noise(model, images):
     """A step's randomness, drawn here in a normal run (compare hands one in for lockstep)."""
-    return {"z": torch.randn(len(images), model.latent_size, dtype=images.dtype)}
+    return {
+        "z": torch.randn(len(images), model.latent_size, dtype=images.dtype, device=images.device)
+    }
 
 
 def d_loss_fn(D, images, fake_images):
-    real_labels = torch.ones(len(images), 1, dtype=images.dtype)
-    fake_labels = torch.zeros(len(fake_images), 1, dtype=images.dtype)
+    real_labels = torch.ones(len(images), 1, dtype=images.dtype, device=images.device)
+    fake_labels = torch.zeros(len(fake_images), 1, dtype=images.dtype, device=images.device)
     return criterion(D(images), real_labels) + criterion(D(fake_images), fake_labels)
 
 
 def g_loss_fn(D, fake_images):
-    real_labels = torch.ones(len(fake_images), 1, dtype=fake_images.dtype)
+    real_labels = torch.ones(
+        len(fake_images), 1, dtype=fake_images.dtype, device=fake_images.device
+    )
     return criterion(D(fake_images), real_labels)  # fakes labelled real
 
 

@@ -147,7 +147,7 @@ def new_optimizer(model, hp):
 
 def loss_fn(model, x, y):
     logits = model(x)
-    weight = torch.tensor(model.class_weight, dtype=logits.dtype)
+    weight = torch.tensor(model.class_weight, dtype=logits.dtype, device=logits.device)
     return F.cross_entropy(logits, y, weight=weight, label_smoothing=model.label_smoothing)
 
 

@@ -43,6 +43,8 @@ def torch_worker(task, opts):
 
     def stepper(step, mark=False):
         model, optimizer = fresh()
+        if mark:
+            prime(adapter.torch_step(module), model, optimizer, args[0])
 
         def block():
             loss = None
@@ -101,6 +103,17 @@ def torch_worker(task, opts):
         "samples_per_step": samples_per_step,
         "steps": len(batches),
     }
+
+
+def prime(step, model, optimizer, batch):
+    """One eager step before CUDA graphs record any. An optimizer may create its state inside
+    its first step (SGD's momentum buffers come from ``clone(grad)``); made inside a recorded
+    graph, that state is the graph's output, and the next replay overwrites it while the
+    optimizer still holds it ("accessing tensor output of CUDAGraphs that has been overwritten
+    by a subsequent run", seen on an H200 with torch 2.11). Made eagerly, it is ordinary
+    memory, which Dynamo keeps at a static address. The step is a training step like the
+    others: the variant's blocks go on from there."""
+    step(model, optimizer, *batch)
 
 
 def set_torch_precision(tf32):
