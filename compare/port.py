@@ -77,6 +77,67 @@ class _Fold:
         self.message = message  # why it is refused unless asked for
 
 
+class _Part:
+    """One Flax variable holding part ``label`` (of ``labels``, in order) of a torch tensor
+    packed along its first axis: torch's ``in_proj_weight`` is query, key and value stacked.
+    Its table key is ``name[label]``; the packed torch key splits into them and joins back."""
+
+    def __init__(self, name, label, labels, to_torch, to_nnx):
+        self.name, self.label, self.labels = name, label, labels
+        self.to_torch, self.to_nnx = to_torch, to_nnx
+
+
+def _heads_kernel(kernel):
+    # Flax (in, heads, head_dim) -> torch's (heads * head_dim, in) block of the projection
+    return kernel.reshape(kernel.shape[0], -1).T
+
+
+def _heads_bias(bias):
+    return bias.reshape(-1)  # (heads, head_dim) -> (heads * head_dim,)
+
+
+def _attention_rules(attention, where):
+    """``nn.MultiheadAttention`` <- ``nnx.MultiHeadAttention``: the packed ``in_proj_weight``
+    (or ``q/k/v_proj_weight`` for other key and value sizes) and ``in_proj_bias`` split into
+    ``query``, ``key`` and ``value`` (each ``(in, heads, head_dim)``), ``out_proj`` onto ``out``
+    (``(heads, head_dim, out)``). Keyed by paths inside it."""
+    heads, head_dim = attention.num_heads, attention.head_dim
+    out_features = attention.out_features
+
+    def kernel_back(weight):  # torch (heads * head_dim, in) -> Flax (in, heads, head_dim)
+        return weight.T.reshape(weight.shape[1], heads, head_dim)
+
+    def bias_back(bias):
+        return bias.reshape(heads, head_dim)
+
+    def out_kernel(kernel):  # Flax (heads, head_dim, out) -> torch (out, heads * head_dim)
+        return kernel.reshape(heads * head_dim, -1).T
+
+    def out_kernel_back(weight):
+        return weight.T.reshape(heads, head_dim, out_features)
+
+    labels = ("q", "k", "v")
+    same_size = attention.in_kv_features == attention.in_features
+    rules = {("out", "kernel"): ("out_proj.weight", out_kernel, out_kernel_back)}
+    for label, part in zip(labels, ("query", "key", "value"), strict=True):
+        if same_size:
+            rules[(part, "kernel")] = _Part(
+                "in_proj_weight", label, labels, _heads_kernel, kernel_back
+            )
+        else:
+            rules[(part, "kernel")] = (f"{label}_proj_weight", _heads_kernel, kernel_back)
+        if attention.use_bias:
+            rules[(part, "bias")] = _Part("in_proj_bias", label, labels, _heads_bias, bias_back)
+    if attention.use_bias:
+        rules[("out", "bias")] = ("out_proj.bias", _same, _same)
+    if attention.normalize_qk:
+        raise PortError(
+            f"{where}: nnx.MultiHeadAttention(normalize_qk=True) normalises queries and keys, "
+            "which torch's nn.MultiheadAttention does not"
+        )
+    return rules
+
+
 def _rnn_rules(rnn, where, suffix="_l0"):
     """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` layer ``suffix`` <- an ``nnx.RNN`` over a cell with
     torch's two matmuls (``dense_i``, ``dense_h``). LSTM gates are i, f, g, o and GRU gates
@@ -153,6 +214,8 @@ RULES = {
     nnx.Embed: {"embedding": ("weight", _same, _same)},
     nnx.RNN: _rnn_rules,
     RecurrentStack: _stack_rules,
+    # nn.MultiheadAttention: query, key and value packed in torch, apart in Flax
+    nnx.MultiHeadAttention: _attention_rules,
     # nnx.BatchNorm and jaxnets' torch-statistics subclass (which adds num_batches_tracked)
     nnx.BatchNorm: {
         **_AFFINE,
@@ -201,11 +264,50 @@ def _ported(module):
 
 class Table(dict):
     """torch key -> (nnx path, variable, nnx -> torch, torch -> nnx); ``folds`` lists the
-    torch key pairs one Flax bias holds the sum of."""
+    torch key pairs one Flax bias holds the sum of; ``parts`` maps a torch key packed from
+    several Flax variables to their keys, ``name[label]``, in order."""
 
     def __init__(self):
         super().__init__()
         self.folds = []
+        self.parts = {}
+
+    def torch_keys(self):
+        """The keys of the torch state dict this table ports: packed keys whole."""
+        inside = {key for keys in self.parts.values() for key in keys}
+        return [key for key in self if key not in inside] + list(self.parts)
+
+    def owner(self, key):
+        """The torch key a table key belongs to (itself, or the packed key of a part)."""
+        for packed, keys in self.parts.items():
+            if key in keys:
+                return packed
+        return key
+
+    def split(self, state):
+        """A torch-named dict with each packed tensor split into its parts' keys."""
+        return split_parts(state, self.parts)
+
+    def join(self, state):
+        """The reverse of ``split``: parts joined along the first axis under their torch key."""
+        out = dict(state)
+        for packed, keys in self.parts.items():
+            if all(key in out for key in keys):
+                out[packed] = np.concatenate([np.asarray(out.pop(key)) for key in keys])
+        return out
+
+
+def split_parts(state, parts):
+    """``state`` (torch names) with each packed tensor of ``parts`` (``Table.parts``) split
+    along its first axis into its parts' keys; a key may also be ``(name, what)``."""
+    out = dict(state)
+    for key in list(out):
+        name, what = key if isinstance(key, tuple) else (key, None)
+        if name in parts:
+            pieces = np.split(np.asarray(out.pop(key)), len(parts[name]))
+            for part, piece in zip(parts[name], pieces, strict=True):
+                out[part if what is None else (part, what)] = piece
+    return out
 
 
 def mapping(model, fold_biases=False):
@@ -246,6 +348,14 @@ def mapping(model, fold_biases=False):
 
 
 def _add(table, prefix, path, var, rule, fold_biases):
+    if isinstance(rule, _Part):
+        key = f"{prefix}{rule.name}[{rule.label}]"
+        table[key] = (path, var, rule.to_torch, rule.to_nnx)
+        keys = table.parts.setdefault(prefix + rule.name, [])
+        keys.append(key)
+        order = [f"{prefix}{rule.name}[{label}]" for label in rule.labels]
+        keys.sort(key=lambda k: order.index(k) if k in order else len(order))
+        return
     if isinstance(rule, _Fold):
         if not fold_biases:
             raise PortError(rule.message)
@@ -284,8 +394,31 @@ def _check_keys(expected, state_dict, source, optional=()):
 
 
 def _check_shape(key, got, want, source):
-    if tuple(got) != tuple(want):
-        raise PortError(f"{source}: {key} has shape {tuple(got)}, the model expects {tuple(want)}")
+    got, want = tuple(got), tuple(want)
+    if got != want:
+        found = _shape_trap(got, want)
+        hint = f"; this looks like {found[1]} (docs/PORTING.md#trap-{found[0]})" if found else ""
+        raise PortError(f"{source}: {key} has shape {got}, the model expects {want}{hint}")
+
+
+def _shape_trap(got, want):
+    """The porting trap a shape mismatch looks like, ``(id, what)``, or None (both in torch's
+    layout: ``got`` the file's, ``want`` the model's)."""
+    if len(got) == len(want) == 2 and got == want[::-1]:
+        return "transposed-kernel", "a weight stored transposed ((in, out) for torch's (out, in))"
+    if len(got) == len(want) >= 3 and got[0] == want[0] and got[2:] == want[2:]:
+        if got[1] and want[1] % got[1] == 0:
+            groups = want[1] // got[1]
+            return "groups", (
+                f"a grouped convolution: torch's weight (out, in / groups, ...) has groups="
+                f"{groups}; nnx.Conv needs feature_group_count={groups}"
+            )
+    if len(got) == len(want) == 2 and got[0] == want[0]:
+        return "padding", (
+            "other features before this layer: convolution padding (torch pads 0, nnx.Conv "
+            "'SAME'), pooling, or a flatten of another map"
+        )
+    return None
 
 
 def _as_numpy(state_dict):
@@ -328,7 +461,12 @@ def torch_to_nnx(state_dict, nnx_module, *, dtype=None, fold_biases=False, sourc
     arrays = {k: v for k, v in arrays.items() if k not in ties}
     optional = [k for k in arrays if k.rsplit(".", 1)[-1] in _OPTIONAL and k not in table]
     arrays = {k: v for k, v in arrays.items() if k not in optional}
-    _check_keys(table, arrays, source)
+    _check_keys(table.torch_keys(), arrays, source)
+    for packed, keys in table.parts.items():  # a packed tensor: its parts stacked on axis 0
+        shapes = [table[key][2](np.empty(table[key][1].get_value().shape)).shape for key in keys]
+        want = (sum(shape[0] for shape in shapes), *shapes[0][1:])
+        _check_shape(packed, np.shape(arrays[packed]), want, source)
+    arrays = table.split(arrays)
     for key, (_, var, to_torch, _) in table.items():
         # compare in torch's layout: the one the file and the message speak
         want = to_torch(np.empty(var.get_value().shape)).shape
@@ -360,21 +498,22 @@ def nnx_to_torch(nnx_module):
     """``nnx_module``'s weights and statistics as a torch state dict of numpy arrays, torch's
     key names and layouts (``load_into_torch`` or ``model.load_state_dict`` takes it)."""
     table = mapping(nnx_module, fold_biases=True)
-    return {
-        key: to_torch(np.asarray(var.get_value())) for key, (_, var, to_torch, _) in table.items()
-    }
+    return table.join(
+        {key: to_torch(np.asarray(var.get_value())) for key, (_, var, to_torch, _) in table.items()}
+    )
 
 
 def grads_from_nnx(model, grads):
     """An ``nnx.grad`` result for ``model`` as a torch-named numpy dict (parameters only)."""
     flat = dict(nnx.to_flat_state(grads))
+    table = mapping(model, fold_biases=True)
     out = {}
-    for key, (path, _, to_torch, _) in mapping(model, fold_biases=True).items():
+    for key, (path, _, to_torch, _) in table.items():
         if path in flat:
             leaf = flat[path]
             leaf = leaf.get_value() if isinstance(leaf, nnx.Variable) else leaf
             out[key] = to_torch(np.asarray(leaf))
-    return out
+    return table.join(out)
 
 
 def torch_state_dict(model):

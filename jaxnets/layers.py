@@ -25,6 +25,10 @@ torch's statistics so that eval-mode predictions agree image for image.
 ``LSTM``, ``GRU``, ``RNN``: torch's stacked, bidirectional recurrent layers over those cells
 (``GRUCell`` keeps torch's ``b_hn`` inside the reset gate).
 
+``dot_product_attention``: ``nnx.MultiHeadAttention``'s ``attention_fn`` computed in the inputs'
+dtype. Without dropout Flax's default hands attention to ``jax.nn.dot_product_attention``,
+whose softmax runs in float32 even for float64 inputs (1e-8 from torch's float64).
+
 ``Conv``, ``ConvTranspose`` (from ``jaxnets._conv``): ``nnx.Conv`` / ``nnx.ConvTranspose``
 whose convolutions stay in XLA:CPU's fast form inside a scanned training step; the same
 numbers as lax's, which they hand over to on any other backend.
@@ -34,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.nnx.nn.attention import dot_product_attention_weights
 
 from jaxnets._conv import Conv, ConvTranspose, conv_general_dilated, conv_transpose
 
@@ -53,6 +58,7 @@ __all__ = [
     "binary_cross_entropy",
     "conv_general_dilated",
     "conv_transpose",
+    "dot_product_attention",
 ]
 
 
@@ -203,7 +209,9 @@ class RecurrentStack(nnx.Module):
     bidirectional, ``reverse[k]`` reading backward; each layer after the first reads the
     concatenated outputs of both directions, as torch's does. Returns what torch returns:
     ``(output, h_n)``, for the LSTM ``(output, (h_n, c_n))``, ``h_n`` of shape
-    ``(num_layers * num_directions, batch, hidden_size)``. Subclasses name the cell."""
+    ``(num_layers * num_directions, batch, hidden_size)``. ``dropout``: as torch's, on the
+    outputs of every layer but the last (``dropout_layers[k]``), in training. Subclasses name
+    the cell."""
 
     cell_type = None  # the torch-exact cell of the subclass
 
@@ -215,6 +223,7 @@ class RecurrentStack(nnx.Module):
         *,
         batch_first=False,
         bidirectional=False,
+        dropout=0.0,
         rngs: nnx.Rngs,
     ):
         self.hidden_size, self.num_layers = hidden_size, num_layers
@@ -234,6 +243,8 @@ class RecurrentStack(nnx.Module):
 
         self.layers = nnx.List([rnn(size, False) for size in sizes])
         self.reverse = nnx.List([rnn(size, True) for size in sizes] if bidirectional else [])
+        between = [nnx.Dropout(dropout, rngs=rngs) for _ in range(num_layers - 1)]
+        self.dropout_layers = nnx.List(between if dropout else [])
 
     def _carry(self, state, index):
         # torch's (num_layers * directions, batch, H) state -> the cell's carry for one layer
@@ -255,6 +266,8 @@ class RecurrentStack(nnx.Module):
                 finals.append(carry)
                 outputs.append(out)
             x = jnp.concatenate(outputs, axis=-1)  # (..., directions * hidden_size)
+            if self.dropout_layers and k < self.num_layers - 1:
+                x = self.dropout_layers[k](x)
         if isinstance(finals[0], tuple):  # LSTM: (c, h) carries -> torch's (h_n, c_n)
             h_n = jnp.stack([h for _, h in finals])
             c_n = jnp.stack([c for c, _ in finals])
@@ -263,19 +276,42 @@ class RecurrentStack(nnx.Module):
 
 
 class LSTM(RecurrentStack):
-    """``torch.nn.LSTM(input_size, hidden_size, num_layers, batch_first, bidirectional)``."""
+    """``torch.nn.LSTM(input_size, hidden_size, num_layers, batch_first, bidirectional,
+    dropout)``."""
 
     cell_type = LSTMCell
 
 
 class GRU(RecurrentStack):
-    """``torch.nn.GRU(input_size, hidden_size, num_layers, batch_first, bidirectional)``."""
+    """``torch.nn.GRU(input_size, hidden_size, num_layers, batch_first, bidirectional,
+    dropout)``."""
 
     cell_type = GRUCell
 
 
 class RNN(RecurrentStack):
     """``torch.nn.RNN`` (tanh) ``(input_size, hidden_size, num_layers, batch_first,
-    bidirectional)``."""
+    bidirectional, dropout)``."""
 
     cell_type = RNNCell
+
+
+def dot_product_attention(query, key, value, bias=None, mask=None, **options):
+    """``nnx.dot_product_attention`` for ``nnx.MultiHeadAttention(attention_fn=...)``, always
+    as probabilities then their weighted sum, in the inputs' dtype (torch's arithmetic);
+    dropout as Flax's (``dropout_rng``, ``dropout_rate``, ``broadcast_dropout``)."""
+    weights = dot_product_attention_weights(
+        query,
+        key,
+        bias,
+        mask,
+        broadcast_dropout=options.get("broadcast_dropout", True),
+        dropout_rng=options.get("dropout_rng"),
+        dropout_rate=options.get("dropout_rate", 0.0),
+        deterministic=options.get("deterministic", False),
+        dtype=options.get("dtype"),
+        precision=options.get("precision"),
+        module=options.get("module"),
+        is_causal=options.get("is_causal", False),
+    )  # (batch, heads, q_length, kv_length)
+    return jnp.einsum("...hqk,...khd->...qhd", weights, value, precision=options.get("precision"))

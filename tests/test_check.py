@@ -283,6 +283,99 @@ def test_adagrad_built_before_the_float64_conversion_takes_torchs_float64_steps(
     assert optimizer.state[torch_model.conv.weight]["sum"].dtype == torch.float64
 
 
+# --- dropout inside layers: attention probabilities, between recurrent layers --------------
+
+
+class TorchDropping(torch.nn.Module):
+    """Attention with dropout on its probabilities, then a two-layer GRU dropping between its
+    layers: torch drops inside both kernels."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(8, 2, dropout=0.3, batch_first=True)
+        self.gru = torch.nn.GRU(8, 6, num_layers=2, dropout=0.4, batch_first=True)
+        self.fc = torch.nn.Linear(6, 1)
+
+    def forward(self, x):  # x (batch, length, 8)
+        h = self.attn(x, x, x, need_weights=False)[0]
+        return self.fc(self.gru(h)[0][:, -1])
+
+
+class FlaxDropping(nnx.Module):
+    def __init__(self, gru_dropout=0.4, *, rngs):
+        self.attn = nnx.MultiHeadAttention(
+            num_heads=2,
+            in_features=8,
+            dropout_rate=0.3,
+            broadcast_dropout=False,
+            attention_fn=layers.dot_product_attention,
+            decode=False,
+            rngs=rngs,
+        )
+        self.gru = layers.GRU(8, 6, 2, batch_first=True, dropout=gru_dropout, rngs=rngs)
+        self.fc = nnx.Linear(6, 1, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc(self.gru(self.attn(x))[0][:, -1])
+
+
+@pytest.mark.parametrize("mode", ["masks", "off"])
+def test_dropout_inside_attention_and_between_recurrent_layers_is_fed_or_off(mode):
+    torch.manual_seed(0)
+    torch_model, flax_model = TorchDropping(), FlaxDropping(rngs=nnx.Rngs(0))
+    optimizer = torch.optim.Adam(torch_model.parameters(), lr=0.01)
+    report = check_mse(torch_model, flax_model, random_batches((4, 5, 8)), optimizer, dropout=mode)
+    assert report.passed and max(report.loss_max_rel_diff, report.param_max_rel_diff) < 1e-12
+    how = "masks fed from numpy" if mode == "masks" else "off"
+    assert report.dropout == (
+        f"{how}: attn (attention probabilities), gru.dropout_layers.0 (between layers)"
+    )
+    assert torch_model.attn.dropout == 0.3 and torch_model.gru.dropout == 0.4  # put back
+    assert "forward" not in vars(torch_model.attn) and "forward" not in vars(torch_model.gru)
+
+
+def test_the_masks_really_drop():
+    """A Flax GRU that does not drop between its layers while torch does: named, not passed."""
+    torch.manual_seed(0)
+    with pytest.raises(CompareError, match="torch drops at .*'gru.dropout_layers.0'"):
+        check_mse(
+            TorchDropping(),
+            FlaxDropping(gru_dropout=0.0, rngs=nnx.Rngs(0)),
+            random_batches((4, 5, 8)),
+        )
+
+
+def test_keys_that_do_not_fit_name_the_layers_on_each_side():
+    torch.manual_seed(0)
+
+    class FlaxLinearForAttention(nnx.Module):
+        def __init__(self, *, rngs):
+            self.attn = nnx.Linear(8, 8, rngs=rngs)
+            self.fc = nnx.Linear(8, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.fc(self.attn(x).mean(axis=1))
+
+    with pytest.raises(CompareError) as err:
+        check_mse(
+            TorchAttentionOnly(),
+            FlaxLinearForAttention(rngs=nnx.Rngs(0)),
+            random_batches((4, 5, 8)),
+        )
+    message = str(err.value)
+    assert "attn: torch MultiheadAttention, Flax Linear" in message and "\n" not in message
+
+
+class TorchAttentionOnly(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+        self.fc = torch.nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.fc(self.attn(x, x, x)[0].mean(dim=1))
+
+
 # --- schedulers: per epoch or per batch ---------------------------------------------------
 
 
@@ -377,5 +470,5 @@ def test_bad_arguments_are_one_line(options, message):
 
 def test_dropout_layers_must_pair_by_name():
     torch.manual_seed(0)
-    with pytest.raises(CompareError, match="dropout layers differ: torch has \\['drop'\\]"):
+    with pytest.raises(CompareError, match="dropout differs: torch drops at \\['drop'\\]"):
         check_mse(TorchMLP(dropout=0.2), FlaxMLP(rngs=nnx.Rngs(0)), random_batches((8, 4)))

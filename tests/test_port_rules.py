@@ -282,8 +282,12 @@ def test_gru_b_hn_sits_inside_the_reset_gate():
             lambda: nnx.ConvTranspose(3, 3, (2, 2), rngs=nnx.Rngs(0)),
             "only with transpose_kernel=True",
         ),
+        (
+            lambda: nnx.MultiHeadAttention(2, 4, normalize_qk=True, rngs=nnx.Rngs(0)),
+            "normalize_qk=True",
+        ),
     ],
-    ids=["LSTMCell", "OptimizedLSTMCell", "ConvTranspose"],
+    ids=["LSTMCell", "OptimizedLSTMCell", "ConvTranspose", "attention-normalize-qk"],
 )
 def test_what_nnx_cannot_hold_is_one_line_naming_the_layer(flax_layer, message):
     class Holder(nnx.Module):
@@ -410,3 +414,75 @@ def test_shared_weights_port_and_train_as_one():
     # a copy is not the same tensor: an unexpected key, as for any other stray weight
     with pytest.raises(port.PortError, match="unexpected keys \\['decoder.weight'\\]"):
         port.torch_to_nnx(port.torch_state_dict(torch_model), FlaxTiedEmbedding(rngs=nnx.Rngs(0)))
+
+
+# --- attention: torch packs query, key and value; Flax keeps them apart --------------------
+
+
+def attention_pair(kdim=None, bias=True, batch_first=True):
+    torch.manual_seed(0)
+    torch_layer = torch.nn.MultiheadAttention(
+        8, 2, bias=bias, kdim=kdim, vdim=kdim, batch_first=batch_first
+    ).double()
+    flax_layer = nnx.MultiHeadAttention(
+        num_heads=2,
+        in_features=8,
+        in_kv_features=kdim,
+        use_bias=bias,
+        decode=False,
+        attention_fn=layers.dot_product_attention,
+        rngs=nnx.Rngs(0),
+    )
+    return torch_layer, port.torch_to_nnx(torch_layer.state_dict(), flax_layer, dtype=np.float64)
+
+
+@pytest.mark.parametrize(
+    "kdim, bias", [(None, True), (6, True), (None, False)], ids=["packed", "kdim", "no-bias"]
+)
+def test_multihead_attention_ports_onto_nnx_and_back_exactly(kdim, bias):
+    torch_layer, flax_layer = attention_pair(kdim, bias)
+    rng = np.random.default_rng(0)
+    x, kv = rng.standard_normal((3, 5, 8)), rng.standard_normal((3, 4, kdim or 8))
+    want = torch_layer(*map(torch.from_numpy, (x, kv, kv)))[0].detach().numpy()
+    got = np.asarray(flax_layer(jnp.asarray(x), jnp.asarray(kv), jnp.asarray(kv)))
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+    back = port.nnx_to_torch(flax_layer)
+    state = port.torch_state_dict(torch_layer)
+    assert sorted(back) == sorted(state)
+    for key in state:
+        np.testing.assert_array_equal(back[key], state[key])
+
+
+def test_attention_heads_in_the_wrong_order_fail():
+    """The near miss of the rule: the packed rows read as (head_dim, heads) instead of
+    (heads, head_dim) compute another attention."""
+    torch_layer, flax_layer = attention_pair()
+    kernel = flax_layer.query.kernel
+    wrong = np.asarray(kernel[...]).reshape(8, 4, 2).transpose(0, 2, 1)  # rows swapped
+    kernel.set_value(jnp.asarray(wrong))
+    x = np.random.default_rng(0).standard_normal((3, 5, 8))
+    want = torch_layer(*[torch.from_numpy(x)] * 3)[0].detach().numpy()
+    got = np.asarray(flax_layer(jnp.asarray(x)))
+    assert np.max(np.abs(got - want)) > 1e-3
+
+
+def test_flaxs_default_attention_runs_its_softmax_in_float32():
+    """The reason for jaxnets.layers.dot_product_attention: without dropout, Flax's default
+    attention_fn is jax.nn.dot_product_attention, which computes float64 in float32 there."""
+    torch_layer, exact = attention_pair()
+    default = nnx.MultiHeadAttention(num_heads=2, in_features=8, decode=False, rngs=nnx.Rngs(0))
+    port.torch_to_nnx(torch_layer.state_dict(), default, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((3, 5, 8))
+    want = torch_layer(*[torch.from_numpy(x)] * 3)[0].detach().numpy()
+    assert np.max(np.abs(np.asarray(exact(jnp.asarray(x))) - want)) < 1e-14
+    assert np.max(np.abs(np.asarray(default(jnp.asarray(x))) - want)) > 1e-10
+
+
+def test_a_packed_tensor_of_the_wrong_size_is_one_line():
+    torch_layer, flax_layer = attention_pair()
+    state = port.torch_state_dict(torch_layer)
+    state["in_proj_weight"] = state["in_proj_weight"][:16]
+    with pytest.raises(
+        port.PortError, match="in_proj_weight has shape \\(16, 8\\), the model expects \\(24, 8\\)"
+    ):
+        port.torch_to_nnx(state, flax_layer)

@@ -17,6 +17,7 @@ from flax import nnx
 
 from compare import CompareError
 from compare.toolkit import traps
+from jaxnets import layers
 
 from helpers import FlaxMLP, TorchMLP, check_mse, random_batches
 
@@ -174,6 +175,140 @@ class TorchFunctionalDropout(TorchMLP):
         return self.fc2(F.dropout(torch.relu(self.fc1(x)), 0.5, training=self.training))
 
 
+class TorchActivation(torch.nn.Module):
+    """fc1, an activation module, fc2: the activation is the trap."""
+
+    def __init__(self, activation):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(4, 8)
+        self.act = activation
+        self.fc2 = torch.nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class FlaxActivation(nnx.Module):
+    def __init__(self, activation, *, rngs):
+        self.fc1 = nnx.Linear(4, 8, rngs=rngs)
+        self.activation = activation  # "gelu" or "relu": nnx's, as a port calls it
+        self.fc2 = nnx.Linear(8, 1, rngs=rngs)
+
+    def __call__(self, x):
+        h = self.fc1(x)
+        h = nnx.gelu(h) if self.activation == "gelu" else nnx.relu(h)
+        return self.fc2(h)
+
+
+class TorchUp(torch.nn.Module):
+    """A transposed convolution (padding 1) or a resize, then a pooled head."""
+
+    def __init__(self, resize=False):
+        super().__init__()
+        if resize:
+            self.up = torch.nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+        else:
+            self.up = torch.nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1)
+        self.fc = torch.nn.Linear(3 if not resize else 2, 1)
+
+    def forward(self, x):  # x (batch, 2, 4, 4)
+        return self.fc(torch.relu(self.up(x)).mean(dim=(2, 3)))
+
+
+class FlaxUp(nnx.Module):
+    def __init__(self, resize=False, *, rngs):
+        self.resize = resize
+        if not resize:  # torch's padding 1 written as Flax's padding 1 (it is 4 - 1 - 1): the trap
+            self.up = nnx.ConvTranspose(
+                2, 3, (4, 4), strides=2, padding=((1, 1), (1, 1)), transpose_kernel=True, rngs=rngs
+            )
+        self.fc = nnx.Linear(3 if not resize else 2, 1, rngs=rngs)
+
+    def __call__(self, x):  # x (batch, 4, 4, 2)
+        if self.resize:  # half-pixel centres where torch aligns the corners: the trap
+            up = jax.image.resize(x, (len(x), 8, 8, x.shape[-1]), "bilinear")
+        else:
+            up = self.up(x)
+        return self.fc(nnx.relu(up).mean(axis=(1, 2)))
+
+
+class TorchPool(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+        self.pool = torch.nn.MaxPool2d(3, stride=2, padding=1)
+        self.fc = torch.nn.Linear(3, 1)
+
+    def forward(self, x):  # x (batch, 2, 6, 6)
+        return self.fc(self.pool(self.conv(x)).mean(dim=(2, 3)))
+
+
+class FlaxPool(nnx.Module):
+    def __init__(self, *, rngs):
+        self.conv = nnx.Conv(2, 3, (3, 3), padding=((1, 1), (1, 1)), rngs=rngs)
+        self.fc = nnx.Linear(3, 1, rngs=rngs)
+
+    def __call__(self, x):  # x (batch, 6, 6, 2): torch's padding 1 left out: the trap
+        return self.fc(nnx.max_pool(self.conv(x), (3, 3), (2, 2)).mean(axis=(1, 2)))
+
+
+class TorchAttention(torch.nn.Module):
+    def __init__(self, dropout=0.0):
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(8, 2, dropout=dropout, batch_first=True)
+        self.fc = torch.nn.Linear(8, 1)
+
+    def forward(self, x):  # x (batch, length, 8)
+        return self.fc(self.attn(x, x, x, need_weights=False)[0].mean(dim=1))
+
+
+class FlaxAttention(nnx.Module):
+    def __init__(self, dropout=0.0, attention_fn=layers.dot_product_attention, *, rngs, **options):
+        self.attn = nnx.MultiHeadAttention(
+            num_heads=2,
+            in_features=8,
+            dropout_rate=dropout,
+            attention_fn=attention_fn,
+            decode=False,
+            rngs=rngs,
+            **options,
+        )
+        self.fc = nnx.Linear(8, 1, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc(self.attn(x).mean(axis=1))
+
+
+class TorchPaddedAttention(TorchAttention):
+    def forward(self, x):  # x (batch, length, 8); zero rows are padding
+        padding = (x == 0).all(dim=-1)  # (batch, length): True where left out
+        out = self.attn(x, x, x, key_padding_mask=padding, need_weights=False)[0]
+        return self.fc(out.mean(dim=1))
+
+
+class FlaxPaddedAttention(FlaxAttention):
+    def __call__(self, x):  # torch's mask passed as it is: the trap
+        padding = (x == 0).all(axis=-1)
+        return self.fc(self.attn(x, mask=padding[:, None, None, :]).mean(axis=1))
+
+
+def padded_batches():
+    """Sequences of 5 whose last one (even rows) or two (odd rows) steps are zero: padding."""
+    out = []
+    for x, y in random_batches((4, 5, 8)):
+        x[:, 4:] = 0.0
+        x[1::2, 3:] = 0.0
+        out.append((x, y))
+    return out
+
+
+def unscaled_attention(query, key, value, bias=None, mask=None, **options):
+    """A hand-written attention that forgets 1/sqrt(head_dim)."""
+    return layers.dot_product_attention(
+        query * np.sqrt(query.shape[-1]), key, value, bias, mask, **options
+    )
+
+
 def words(count=3):
     rng = np.random.default_rng(1)
     return [(rng.integers(0, 10, (8,)), rng.standard_normal((8, 1))) for _ in range(count)]
@@ -206,6 +341,57 @@ def model_row(torch_cls, flax_build, batches, **options):
 
 # trap -> (a run of a deliberately wrong port, the step, the tensor it first diverges at)
 TRAP_ROWS = {
+    "gelu-approximate": (
+        model_row(
+            lambda: TorchActivation(torch.nn.GELU()),
+            lambda r: FlaxActivation("gelu", rngs=r),  # approximate=True by default
+            random_batches((8, 4)),
+        ),
+        0,
+        "output",
+    ),
+    "relu6": (
+        model_row(
+            lambda: TorchActivation(torch.nn.ReLU6()),
+            lambda r: FlaxActivation("relu", rngs=r),
+            [(20 * x, y) for x, y in random_batches((8, 4))],  # past 6 somewhere
+        ),
+        0,
+        "output",
+    ),
+    "conv-transpose-padding": (
+        model_row(TorchUp, lambda r: FlaxUp(rngs=r), random_batches((4, 2, 4, 4))),
+        0,
+        "output",
+    ),
+    "align-corners": (
+        model_row(
+            lambda: TorchUp(resize=True),
+            lambda r: FlaxUp(resize=True, rngs=r),
+            random_batches((4, 2, 4, 4)),
+        ),
+        0,
+        "output",
+    ),
+    "pool-padding": (
+        model_row(TorchPool, lambda r: FlaxPool(rngs=r), random_batches((4, 2, 6, 6))),
+        0,
+        "output",
+    ),
+    "attention-fn": (
+        model_row(
+            TorchAttention,
+            lambda r: FlaxAttention(attention_fn=unscaled_attention, rngs=r),
+            random_batches((4, 5, 8)),
+        ),
+        0,
+        "output",
+    ),
+    "attention-mask": (
+        model_row(TorchPaddedAttention, lambda r: FlaxPaddedAttention(rngs=r), padded_batches()),
+        0,
+        "output",
+    ),
     "transposed-kernel": (
         model_row(TorchRaw, lambda r: FlaxRawTransposed(rngs=r), random_batches((8, 3))),
         0,
@@ -343,8 +529,44 @@ TRAP_ROWS = {
 }
 
 
+def groups_missing():
+    """A depthwise convolution ported without its groups: the kernel cannot even load."""
+    torch_conv = torch.nn.Conv2d(4, 4, 3, groups=4)
+    flax_conv = nnx.Conv(4, 4, (3, 3), padding="VALID", rngs=nnx.Rngs(0))
+    return check_mse(torch_conv, flax_conv, random_batches((2, 4, 5, 5), (2, 4, 3, 3)))
+
+
+def broadcast_dropout():
+    """Attention dropout drawn once for the batch and heads on the Flax side: the check feeds
+    both the same masks, so only a note can tell."""
+    torch.manual_seed(0)
+    return check_mse(
+        TorchAttention(dropout=0.2),
+        FlaxAttention(dropout=0.2, rngs=nnx.Rngs(0)),  # broadcast_dropout=True by default
+        random_batches((4, 5, 8)),
+    )
+
+
+# traps that show before any step: a weights file that cannot load, a note in the report
+BEFORE_ROWS = {"groups": groups_missing, "broadcast-dropout": broadcast_dropout}
+
+
 def test_every_trap_has_a_row_here():
-    assert set(TRAP_ROWS) == set(traps.TRAPS)
+    assert set(TRAP_ROWS) | set(BEFORE_ROWS) == set(traps.TRAPS)
+
+
+def test_a_depthwise_convolution_without_its_groups_is_named_at_load():
+    with pytest.raises(CompareError, match="feature_group_count=4.*#trap-groups") as err:
+        groups_missing()
+    assert "\n" not in str(err.value)
+
+
+def test_a_shared_attention_dropout_mask_is_a_note():
+    report = broadcast_dropout()
+    assert report.passed, report  # the masks fed alike: the lockstep cannot see it
+    assert report.dropout == "masks fed from numpy: attn (attention probabilities)"
+    [note] = report.notes
+    assert "attn: broadcast_dropout=True" in note and "#trap-broadcast-dropout" in note
 
 
 @pytest.mark.parametrize("trap", sorted(TRAP_ROWS))

@@ -11,6 +11,7 @@ when the pattern is a known porting trap (``compare.toolkit.traps``, docs/PORTIN
 
 import copy
 import json
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -23,8 +24,9 @@ from flax import nnx
 from compare import optim, port
 from compare.arrays import cast, to_flax_layout
 from compare.diff import max_rel_diff, tensor_rel_diff
-from compare.errors import CompareError, SideError
+from compare.errors import CompareError, PortError, SideError
 from compare.toolkit import engine, traps
+from compare.toolkit.dropout import DropoutFeed
 
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4}  # the floor of every tensor's bound
 # a tensor may part from torch by this many times torch's own rounding noise in it (the
@@ -45,7 +47,9 @@ class Report:
     weights), ``first_divergence`` (None, or ``{"step", "tensor", "rel_diff", "bound",
     "hint"}``), ``bound`` (what each tensor was held to, and why), ``loss_irrelevant`` (the
     parameters whose gradient is at rounding level: compared against their own noise),
-    ``dropout`` (how dropout ran) and ``optimizer`` (where the optax side came from)."""
+    ``notes`` (traps the lockstep cannot see: a Flax attention that drops otherwise in
+    training), ``dropout`` (how dropout ran) and ``optimizer`` (where the optax side came
+    from)."""
 
     dtype: str
     steps: int
@@ -61,6 +65,7 @@ class Report:
     compared: list = field(default_factory=list)
     bound: dict = field(default_factory=dict)
     loss_irrelevant: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
     torch_losses: np.ndarray = None
     jax_losses: np.ndarray = None
 
@@ -80,6 +85,7 @@ class Report:
             "compared": self.compared,
             "bound": self.bound,
             "loss_irrelevant": self.loss_irrelevant,
+            "notes": self.notes,
             "final_loss": {
                 "jax": np.asarray(self.jax_losses[-1]).tolist(),
                 "torch": np.asarray(self.torch_losses[-1]).tolist(),
@@ -107,11 +113,16 @@ class Report:
             )
             if first.get("hint"):
                 lines.append(f"  hint: {first['hint']}")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
         for entry in self.loss_irrelevant:
+            if "grad_max" in entry:
+                what = f"gradient {entry['grad_max']:.1e} of {entry['grad_scale']:.1e}"
+            else:
+                what = "its value is rounding noise"
             lines.append(
                 f"  loss-irrelevant: {entry['tensor']} (relative difference "
-                f"{entry['rel_diff']:.1e}; gradient {entry['grad_max']:.1e} of "
-                f"{entry['grad_scale']:.1e})"
+                f"{entry['rel_diff']:.1e}; {what})"
             )
         return "\n".join(lines)
 
@@ -161,8 +172,11 @@ def check(
       rounding level.
     - ``to_flax(array)``: one array of a batch in the Flax layout (default: 4-D arrays NCHW ->
       NHWC, others unchanged).
-    - ``dropout``: ``"masks"`` (each ``nn.Dropout`` / ``nnx.Dropout`` pair, matched by name,
-      gets the same mask, drawn in numpy, each step) or ``"off"``.
+    - ``dropout``: ``"masks"`` (each dropout site, matched by name, gets the same mask on both
+      sides, drawn in numpy, each step: ``nn.Dropout`` / ``nnx.Dropout``, the attention
+      probabilities of ``nn.MultiheadAttention`` / ``nnx.MultiHeadAttention``, between the
+      layers of a stacked ``nn.LSTM``/``GRU``/``RNN`` and ``jaxnets.layers``' stacks;
+      ``compare.toolkit.dropout``) or ``"off"`` (none drops).
     - Steps that are not "one loss, one optimizer" (two optimizers, a state carried between
       steps, a learning rate changed by hand): ``torch_step(model, optimizer, x, y)`` and
       ``flax_step(model, optimizer, x, y)`` train one step and return its loss(es); then
@@ -220,15 +234,18 @@ def check(
         owned = {id(p) for p in torch_model.parameters()}
         if any(id(p) not in owned for g in torch_optimizer.param_groups for p in g["params"]):
             raise CompareError("torch_optimizer holds parameters that are not torch_model's")
-    port.torch_to_nnx(
-        torch_model.state_dict(),
-        flax_model,
-        dtype=np_dtype,
-        fold_biases=True,
-        source="torch_model's weights into flax_model",
-    )
+    try:
+        port.torch_to_nnx(
+            torch_model.state_dict(),
+            flax_model,
+            dtype=np_dtype,
+            fold_biases=True,
+            source="torch_model's weights into flax_model",
+        )
+    except PortError as err:
+        raise PortError(f"{err}{_layers_apart(err, torch_model, flax_model)}") from None
     _cast_other_variables(flax_model, np_dtype)
-    folds = port.mapping(flax_model, fold_biases=True).folds
+    table = port.mapping(flax_model, fold_biases=True)
 
     translation = dict(
         steps_per_epoch=len(batches),
@@ -255,14 +272,15 @@ def check(
         flax_optimizer = nnx.Optimizer(flax_model, tx, wrt=nnx.Param)
 
     suspects = traps.audit(torch_model, flax_model, dtype)  # before dropout layers are swapped
-    feed = DropoutFeed(torch_model, flax_model, dropout, seed, np_dtype)
+    notes = traps.notes(torch_model, flax_model)
+    # the reference: torch again, from a copy made now; its dropout fed the same masks
+    reference, reference_kind = _reference(torch_model, torch_optimizer, scheduler, dtype, seed)
+    feed = DropoutFeed(torch_model, flax_model, dropout, seed, np_dtype, also=[reference[0]])
     to_flax = to_flax or to_flax_layout
 
     def to_jax_side(a):
         return jnp.asarray(np.asarray(to_flax(cast(a, np_dtype))))
 
-    # the reference: torch again from a copy made now (its dropout layers hooked alike)
-    reference, reference_kind = _reference(torch_model, torch_optimizer, scheduler, dtype, seed)
     torch_side = _torch_side(
         "torch",
         torch_model,
@@ -285,7 +303,8 @@ def check(
             step_grads=not custom,
         ),
         dtype=dtype,
-        folds=folds,
+        folds=table.folds,
+        parts=table.parts,
         reference=_torch_side(
             "reference",
             *reference,
@@ -303,7 +322,7 @@ def check(
         witness = None
         if not custom and dtype == "float64":
             witness = _witness(
-                torch_optimizer, scheduler, flax_model, folds, tolerance, translation
+                torch_optimizer, scheduler, flax_model, table.folds, tolerance, translation
             )
         recorder = engine.Recorder(
             tolerance,
@@ -350,9 +369,35 @@ def check(
         compared=sorted(recorder.compared),
         bound=_bound(recorder, tolerance, reference_kind, final, irrelevant),
         loss_irrelevant=list(irrelevant.values()),
+        notes=notes,
         torch_losses=torch_losses,
         jax_losses=jax_losses,
     )
+
+
+def _layers_apart(err, torch_model, flax_model):
+    """For keys that do not fit: the layer type on each side at their names (a torch layer
+    with no Flax twin of its kind), e.g. ``; at attn torch has MultiheadAttention, Flax
+    Linear``."""
+    named = re.findall(r"'([\w.\[\]]+)'", str(err))  # the keys, as the message quotes them
+    torch_layers = dict(torch_model.named_modules())
+    modules = dict(nnx.iter_modules(flax_model))
+    flax_layers = {port.torch_prefix(p, modules).rstrip("."): m for p, m in modules.items()}
+    apart = {}
+    for key in named:
+        owner = key.rsplit(".", 1)[0] if "." in key else ""
+        while owner and owner not in torch_layers and owner not in flax_layers:
+            owner = owner.rsplit(".", 1)[0] if "." in owner else ""
+        t, f = torch_layers.get(owner), flax_layers.get(owner)
+        if owner and (t is None or f is None or type(t).__name__ != type(f).__name__):
+            apart[owner] = (
+                type(t).__name__ if t is not None else "nothing",
+                type(f).__name__ if f is not None else "nothing",
+            )
+    if not apart:
+        return ""
+    where = "; ".join(f"{name}: torch {t}, Flax {f}" for name, (t, f) in apart.items())
+    return f" (the layers there: {where})"
 
 
 def _state_to_params_dtype(optimizer):
@@ -593,124 +638,3 @@ def _bound(recorder, tolerance, reference, final, irrelevant):
             "depends on"
         ),
     }
-
-
-# --- dropout: the same masks on both sides, or none -------------------------------------------
-
-
-class _Mask(engine.Fed):
-    """A dropout mask handed in from numpy: neither a parameter nor a statistic."""
-
-
-class FedDropout(nnx.Module):
-    """Stands in for an ``nnx.Dropout`` during a check: multiplies by the mask handed in
-    (torch's layout, moved channels-last where the input is) and scales by ``1 / (1 - rate)``
-    with the Flax layer's own rate; ``off`` passes the input through."""
-
-    def __init__(self, rate, off):
-        self.rate, self.off = rate, off
-        self.deterministic = False
-        self.mask = _Mask(jnp.ones(()))
-
-    def __call__(self, x, *, deterministic=None, rngs=None):
-        if self.off or self.deterministic or deterministic:
-            return x
-        mask = self.mask[...]
-        if mask.shape != x.shape and mask.ndim >= 3:
-            mask = jnp.moveaxis(mask, 1, -1)
-        if mask.shape != x.shape:
-            raise CompareError(
-                f"a dropout mask of shape {self.mask[...].shape} for an input {x.shape}"
-            )
-        return x * mask / (1 - self.rate)
-
-
-class DropoutFeed:
-    """Hooks every ``nn.Dropout`` of the torch model and swaps every ``nnx.Dropout`` of the
-    Flax model for a ``FedDropout`` of the same name; each step, the mask of a layer is drawn
-    in numpy (from the seed, the step and the layer) when torch first runs it, and handed to
-    the Flax layer. ``remove`` puts everything back."""
-
-    def __init__(self, torch_model, flax_model, mode, seed, np_dtype):
-        self.mode, self.seed, self.np_dtype = mode, seed, np_dtype
-        self.step, self.masks = None, {}
-        torch_layers = {
-            name: m
-            for name, m in torch_model.named_modules()
-            if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0
-        }
-        modules = dict(nnx.iter_modules(flax_model))
-        flax_layers = {
-            port.torch_prefix(path, modules).rstrip("."): path
-            for path, m in modules.items()
-            if isinstance(m, nnx.Dropout) and path
-        }
-        if sorted(torch_layers) != sorted(flax_layers):
-            raise CompareError(
-                f"dropout layers differ: torch has {sorted(torch_layers)}, "
-                f"Flax has {sorted(flax_layers)}"
-            )
-        if mode == "masks":
-            for name, m in torch_layers.items():
-                if type(m) is not torch.nn.Dropout:
-                    raise CompareError(
-                        f"{name}: {type(m).__name__} masks cannot be fed; pass dropout='off'"
-                    )
-        self.names = sorted(torch_layers)
-        self.stand_ins, self.originals, self.hooks = {}, [], []
-        for index, name in enumerate(self.names):
-            path = flax_layers[name]
-            parent, key = modules[path[:-1]], path[-1]
-            original = modules[path]
-            stand_in = FedDropout(original.rate, off=mode == "off")
-            self._put(parent, key, stand_in)
-            self.originals.append((parent, key, original))
-            self.stand_ins[name] = stand_in
-            self.hooks.append(
-                torch_layers[name].register_forward_hook(
-                    self._hook(name, index, torch_layers[name])
-                )
-            )
-
-    @staticmethod
-    def _put(parent, key, module):
-        if isinstance(key, int) or isinstance(parent, nnx.Dict):
-            parent[key] = module
-        else:
-            setattr(parent, key, module)
-
-    def begin(self, step):
-        if step != self.step:
-            self.step, self.masks = step, {}
-
-    def _hook(self, name, index, layer):
-        def hook(module, inputs, output):
-            if not module.training:
-                return None
-            x = inputs[0]
-            if self.mode == "off":
-                return x
-            if name not in self.masks:
-                rng = np.random.default_rng([self.seed, 7, self.step or 0, index])
-                keep = (rng.random(tuple(x.shape)) >= layer.p).astype(self.np_dtype)
-                self.masks[name] = keep
-                self.stand_ins[name].mask.set_value(jnp.asarray(keep))
-            mask = self.masks[name]
-            if mask.shape != tuple(x.shape):
-                raise CompareError(f"{name} runs twice in one pass on other shapes; dropout='off'")
-            return x * torch.from_numpy(mask) / (1 - layer.p)
-
-        return hook
-
-    def remove(self):
-        for hook in self.hooks:
-            hook.remove()
-        for parent, key, original in self.originals:
-            self._put(parent, key, original)
-        self.hooks, self.originals = [], []
-
-    def describe(self):
-        if not self.names:
-            return "none"
-        how = "masks fed from numpy" if self.mode == "masks" else "off"
-        return f"{how}: {', '.join(self.names)}"

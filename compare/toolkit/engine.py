@@ -77,6 +77,7 @@ class Pair:
     jax: Side
     dtype: str
     folds: list = field(default_factory=list)  # torch key pairs one Flax bias holds the sum of
+    parts: dict = field(default_factory=dict)  # a packed torch key -> its parts' keys
     reference: Side | None = None
 
     def feed(self, x, y, noise=None):
@@ -394,6 +395,9 @@ def state_pairs(pair, torch_state, jax_state):
     folded = dict(pair.folds)
     seconds = set(folded.values())
     params = _params(pair.torch.model)
+    params |= {part for name in params for part in pair.parts.get(name, ())}
+    torch_state = port.split_parts(torch_state, pair.parts)
+    jax_state = port.split_parts(jax_state, pair.parts)
     out = []
     for key, want in torch_state.items():
         if key in seconds or key not in jax_state:
@@ -490,7 +494,8 @@ def run_recorded(pair, batches, steps, recorder, before_step=None, observers=(),
                 observer(step, seen)
         if not recording:
             continue
-        ref_grads = ref_grads or {}
+        t_grads, j_grads = (port.split_parts(g, pair.parts) for g in (t_grads, j_grads))
+        ref_grads = port.split_parts(ref_grads or {}, pair.parts)
         own_loss = r_loss if ref is not None else None
         recorder.compare(step, "loss", "loss", j_loss, t_loss, context=context, own=own_loss)
         scale = max((float(np.max(np.abs(g))) for g in t_grads.values() if g.size), default=0.0)
@@ -512,9 +517,11 @@ def run_recorded(pair, batches, steps, recorder, before_step=None, observers=(),
             own_state = {name: v for name, _, _, v in state_pairs(pair, ref_state, jax_state)}
         for name, kind, got, want in state_pairs(pair, port.torch_state_dict(tm), jax_state):
             recorder.compare(step, kind, name, got, want, context=context, own=own_state.get(name))
-        t_opt = torch_optimizer_state(pair.torch.optimizer, tm)
-        j_opt = jax_optimizer_state(pair.jax.optimizer, jm)
-        r_opt = torch_optimizer_state(ref.optimizer, ref.model) if ref is not None else {}
+        t_opt = port.split_parts(torch_optimizer_state(pair.torch.optimizer, tm), pair.parts)
+        j_opt = jax_optimizer_state(pair.jax.optimizer, jm)  # parts apart already
+        r_opt = {}
+        if ref is not None:
+            r_opt = port.split_parts(torch_optimizer_state(ref.optimizer, ref.model), pair.parts)
         scales = {}
         for (_, name), want in t_opt.items():
             scales[name] = max(scales.get(name, 0.0), float(np.max(np.abs(want))))

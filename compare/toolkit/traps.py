@@ -16,6 +16,7 @@ given when the pattern is found, never guessed from the tensor's name alone:
 - a folded RNN bias (``port.torch_to_nnx(fold_biases=True)``) that parts after an update.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -25,7 +26,8 @@ from flax import nnx
 from compare import optim, port
 from compare.diff import rel_diff
 from compare.toolkit import engine
-from jaxnets.layers import BatchNorm
+from compare.toolkit.dropout import fed_attention
+from jaxnets.layers import BatchNorm, dot_product_attention
 
 DOC = "docs/PORTING.md"
 
@@ -42,7 +44,8 @@ TRAPS = {
     "Flax's the old statistic (0.9; its default 0.99)",
     "batchnorm-variance": "BatchNorm running variance: torch keeps the unbiased batch "
     "variance, nnx.BatchNorm the biased one (jaxnets.layers.BatchNorm keeps torch's)",
-    "norm-eps": "normalisation eps: nnx.LayerNorm and nnx.GroupNorm default to 1e-6, torch to 1e-5",
+    "norm-eps": "normalisation eps: nnx.LayerNorm and nnx.GroupNorm default to 1e-6, torch's "
+    "norms to 1e-5 (nnx.BatchNorm's epsilon, jaxnets.layers.BatchNorm's eps)",
     "dropout-rate": "dropout rate: torch's p and nnx.Dropout's rate are both the fraction dropped",
     "float32-layer": "a Flax layer computes in float32 (its dtype), rounding float64 inputs",
     "folded-lstm-bias": "folded RNN biases: one Flax bias for torch's b_ih + b_hh trains at "
@@ -58,6 +61,31 @@ TRAPS = {
     "compare.optim.to_optax(torch_optimizer) does",
     "random-forward": "torch's forward draws random numbers in train mode (functional dropout, "
     "noise): feed them from numpy (a batch's third element) or switch them off",
+    "gelu-approximate": "GELU: torch's is exact unless approximate='tanh'; nnx.gelu and "
+    "jax.nn.gelu default to the tanh approximation: pass approximate=False",
+    "relu6": "ReLU6: torch clips at 6 (nn.ReLU6, F.relu6); nnx.relu does not: jnp.clip(x, 0, 6)",
+    "conv-transpose-padding": "transposed-convolution padding: torch's padding p crops the "
+    "output; nnx.ConvTranspose(transpose_kernel=True) pads its input by dilation * (k - 1) - p "
+    "per side",
+    "groups": "grouped convolution: torch's groups (depthwise: groups = channels) is "
+    "nnx.Conv's feature_group_count; without it the kernel holds every input channel",
+    "pool-padding": "pooling: torch's MaxPool pads with -inf (padding=p) and ceil_mode rounds "
+    "the output size up, AvgPool counts the padding unless count_include_pad=False; "
+    "nnx.max_pool / avg_pool pad as told (padding=((p, p), ...)), never round up",
+    "align-corners": "resizing: torch's interpolate / Upsample with align_corners=True maps "
+    "the corner pixels onto each other; jax.image.resize samples half-pixel centres "
+    "(align_corners=False)",
+    "attention-fn": "attention arithmetic: torch scales the scores by 1/sqrt(head_dim) and "
+    "takes the softmax in the inputs' dtype; Flax's default attention_fn runs float64 in "
+    "float32 (jax.nn.dot_product_attention), a hand-written one may scale otherwise: pass "
+    "attention_fn=jaxnets.layers.dot_product_attention",
+    "attention-mask": "attention masks: torch's key_padding_mask and boolean attn_mask are "
+    "True where a key is left out; a Flax mask (nnx.MultiHeadAttention(mask=...), "
+    "nnx.make_attention_mask) is True where it is attended: pass the negation, "
+    "~padding[:, None, None, :] for torch's key_padding_mask",
+    "broadcast-dropout": "attention dropout: torch draws a mask per element; "
+    "nnx.MultiHeadAttention's broadcast_dropout=True (its default) shares one across the "
+    "batch and the heads: pass broadcast_dropout=False",
 }
 
 
@@ -121,9 +149,23 @@ def audit(torch_model, flax_model, dtype):
         found.setdefault(name, []).append((trap, f"{name or 'the model'}: {detail}"))
 
     for name, t, f in _pairs(torch_model, flax_model):
-        if isinstance(t, torch.nn.modules.conv._ConvNd) and isinstance(f, nnx.Conv):
-            if isinstance(t, torch.nn.modules.conv._ConvTransposeNd):
-                continue
+        if isinstance(t, torch.nn.modules.conv._ConvTransposeNd) and isinstance(
+            f, nnx.ConvTranspose
+        ):
+            want = tuple(
+                (d * (k - 1) - p, d * (k - 1) - p)
+                for k, d, p in zip(t.kernel_size, t.dilation, t.padding, strict=True)
+            )
+            got = _flax_padding(f, len(t.kernel_size))
+            if got != want:
+                shown = f.padding if isinstance(f.padding, str) else got
+                note(
+                    name,
+                    "conv-transpose-padding",
+                    f"torch padding {tuple(t.padding)} is nnx.ConvTranspose padding {want}, "
+                    f"not {shown}",
+                )
+        elif isinstance(t, torch.nn.modules.conv._ConvNd) and isinstance(f, nnx.Conv):
             n = len(t.kernel_size)
             flax_pad = _flax_padding(f, n)
             if t.padding_mode != "zeros":
@@ -136,15 +178,24 @@ def audit(torch_model, flax_model, dtype):
             if _tuple(f.kernel_dilation or 1, n) != tuple(t.dilation):
                 note(name, "conv-config", f"dilation {t.dilation} vs {f.kernel_dilation}")
             if (f.feature_group_count or 1) != t.groups:
-                note(name, "conv-config", f"groups {t.groups} vs {f.feature_group_count}")
-        if isinstance(t, torch.nn.modules.batchnorm._BatchNorm) and isinstance(f, nnx.BatchNorm):
-            if t.momentum is None or not np.isclose(f.momentum, 1 - t.momentum, rtol=1e-12):
                 note(
                     name,
-                    "batchnorm-momentum",
-                    f"torch momentum {t.momentum} is Flax momentum "
-                    f"{None if t.momentum is None else 1 - t.momentum}, not {f.momentum}",
+                    "groups",
+                    f"groups {t.groups} vs feature_group_count {f.feature_group_count}",
                 )
+        if isinstance(t, torch.nn.modules.batchnorm._BatchNorm) and isinstance(f, nnx.BatchNorm):
+            if t.momentum is None or not np.isclose(f.momentum, 1 - t.momentum, rtol=1e-12):
+                if isinstance(f, BatchNorm):  # torch's convention: momentum as torch's
+                    detail = (
+                        f"torch momentum {t.momentum}, jaxnets.layers.BatchNorm momentum "
+                        f"{1 - f.momentum:g} (it takes torch's: pass momentum={t.momentum})"
+                    )
+                else:
+                    detail = (
+                        f"torch momentum {t.momentum} is nnx.BatchNorm momentum "
+                        f"{None if t.momentum is None else 1 - t.momentum}, not {f.momentum}"
+                    )
+                note(name, "batchnorm-momentum", detail)
             if not isinstance(f, BatchNorm):
                 note(name, "batchnorm-variance", "nnx.BatchNorm keeps the biased variance")
             if not np.isclose(f.epsilon, t.eps, rtol=1e-12):
@@ -157,6 +208,30 @@ def audit(torch_model, flax_model, dtype):
         if isinstance(t, torch.nn.Dropout) and isinstance(f, nnx.Dropout):
             if not np.isclose(f.rate, t.p, rtol=1e-12):
                 note(name, "dropout-rate", f"torch p {t.p}, nnx.Dropout rate {f.rate}")
+        if isinstance(t, torch.nn.MultiheadAttention) and isinstance(f, nnx.MultiHeadAttention):
+            if not np.isclose(f.dropout_rate, t.dropout, rtol=1e-12):
+                note(
+                    name,
+                    "dropout-rate",
+                    f"torch dropout {t.dropout}, dropout_rate {f.dropout_rate}",
+                )
+            if f.attention_fn is nnx.dot_product_attention and dtype == "float64":
+                note(name, "attention-fn", "nnx.MultiHeadAttention's default attention_fn")
+        if isinstance(t, torch.nn.RNNBase) and t.num_layers > 1 and hasattr(f, "dropout_layers"):
+            rate = f.dropout_layers[0].rate if len(f.dropout_layers) else 0.0
+            if not np.isclose(rate, t.dropout, rtol=1e-12):
+                note(name, "dropout-rate", f"torch dropout {t.dropout} between layers, {rate}")
+    for name, t in torch_model.named_modules():  # what the Flax side does in functions
+        if isinstance(t, torch.nn.modules.pooling._MaxPoolNd | torch.nn.modules.pooling._AvgPoolNd):
+            padded = any(p != 0 for p in _tuple(t.padding, 1))
+            if padded or t.ceil_mode:
+                note(
+                    name,
+                    "pool-padding",
+                    f"{type(t).__name__}(padding={t.padding}, ceil_mode={t.ceil_mode})",
+                )
+        if isinstance(t, torch.nn.Upsample) and t.align_corners:
+            note(name, "align-corners", f"Upsample(mode={t.mode!r}, align_corners=True)")
     if dtype == "float64":
         for path, module in nnx.iter_modules(flax_model):
             compute = getattr(module, "dtype", None)
@@ -243,7 +318,86 @@ def forward_hypotheses(pair, context, tolerance):
     for trap, var, value, detail in candidates:
         if agrees_with(var, value):
             return hint(trap, detail)
+    return function_hypotheses(pair, context, tolerance)
+
+
+_GELU = jax.nn.gelu
+
+
+def _exact_gelu(x, approximate=False):
+    return _GELU(x, approximate=False)
+
+
+def _relu6(x):
+    return jnp.clip(x, 0.0, 6.0)
+
+
+# where a Flax model reaches its activations: each is patched while a hypothesis runs
+_ACTIVATION_HOMES = (jax.nn, nnx)
+
+
+def function_hypotheses(pair, context, tolerance):
+    """The first known wrong function which, replaced on the JAX side, makes the forward
+    outputs agree: tanh GELU for torch's exact one, ReLU where torch clips at 6 (when the torch
+    model has a ReLU6), an attention computed otherwise than torch's or with its mask negated.
+    A hint, or None."""
+    torch_out = context["torch_output"]
+    tm, jm = pair.torch.model, pair.jax.model
+    x = context["jax_inputs"][0]
+    candidates = [
+        ("gelu-approximate", "the JAX side's GELU is the tanh approximation", "gelu", _exact_gelu)
+    ]
+    if any(isinstance(m, torch.nn.ReLU6) for m in tm.modules()):
+        candidates.append(("relu6", "the JAX side's ReLU does not clip at 6", "relu", _relu6))
+    attentions = [m for _, m in nnx.iter_modules(jm) if isinstance(m, nnx.MultiHeadAttention)]
+    for trap, detail, name, replacement in candidates:
+        originals = [(home, getattr(home, name)) for home in _ACTIVATION_HOMES]
+        try:
+            for home, _ in originals:
+                setattr(home, name, replacement)
+            if _eager_agrees(jm, x, torch_out, tolerance):
+                return hint(trap, detail)
+        finally:
+            for home, original in originals:
+                setattr(home, name, original)
+    if attentions:
+        originals = [(m, m.attention_fn) for m in attentions]
+        try:
+            for m in attentions:
+                if m.attention_fn is not fed_attention:  # a fed one is torch's arithmetic
+                    m.attention_fn = dot_product_attention
+            if _eager_agrees(jm, x, torch_out, tolerance):
+                return hint("attention-fn", "the JAX side's attention computes otherwise")
+            for m, original in originals:
+                m.attention_fn = _mask_negated(original)
+            if _eager_agrees(jm, x, torch_out, tolerance):
+                return hint("attention-mask", "the JAX side's attention mask is negated")
+        finally:
+            for m, original in originals:
+                m.attention_fn = original
     return None
+
+
+def _mask_negated(attention_fn):
+    """``attention_fn`` given the negation of the mask it is handed (None stays None)."""
+
+    def negated(query, key, value, bias=None, mask=None, **options):
+        return attention_fn(query, key, value, bias, None if mask is None else ~mask, **options)
+
+    return negated
+
+
+def _eager_agrees(model, x, torch_out, tolerance):
+    """Whether ``model(x)``, run op by op (a patched function is looked up afresh), gives
+    torch's output; statistics put back."""
+    restore = engine.jax_snapshot(model)
+    try:
+        out = engine.match_layout(np.asarray(engine.first_output(model(x))), torch_out)
+    except Exception:  # the model cannot run this way: not this hypothesis
+        return False
+    finally:
+        restore()
+    return rel_diff(out, torch_out) <= tolerance
 
 
 def torch_is_random(pair, context):
@@ -406,7 +560,18 @@ class Diagnosis:
         return None
 
     # what changes a train-mode forward pass (BatchNorm's momentum does not)
-    STRUCTURAL = ("padding", "conv-config", "norm-eps", "dropout-rate", "float32-layer")
+    STRUCTURAL = (
+        "padding",
+        "conv-config",
+        "groups",
+        "conv-transpose-padding",
+        "pool-padding",
+        "align-corners",
+        "attention-fn",
+        "norm-eps",
+        "dropout-rate",
+        "float32-layer",
+    )
 
     def structural_hint(self):
         """A layer configured otherwise on the two sides, or None (for a model that raised)."""
@@ -434,3 +599,18 @@ class Diagnosis:
         if kind in ("param", "optimizer") and self.witness is not None:
             return self.witness.explain  # asked at the end: it replays a few steps more
         return None
+
+
+def notes(torch_model, flax_model):
+    """What lockstep cannot see, because the check feeds both sides the same masks: a Flax
+    attention that would draw its dropout otherwise in training. One line each."""
+    found = []
+    for name, t, f in _pairs(torch_model, flax_model):
+        if (
+            isinstance(t, torch.nn.MultiheadAttention)
+            and isinstance(f, nnx.MultiHeadAttention)
+            and t.dropout > 0
+            and f.broadcast_dropout
+        ):
+            found.append(hint("broadcast-dropout", f"{name}: broadcast_dropout=True"))
+    return found
