@@ -1,7 +1,7 @@
 """The example specs pass ``twinnets check`` as a user runs them, in float64 and in float32:
 ports of models nobody here wrote (a ``nn.TransformerEncoder`` classifier with padding,
-torchvision's MobileNetV2), each with the traps its docstring names. The vision ones train a
-real torchvision net for a few steps and go to the slow tier."""
+torchvision's MobileNetV2 and ResNet-18), each with the traps its docstring names. The vision
+ones train a real torchvision net for a few steps and go to the slow tier."""
 
 import json
 from pathlib import Path
@@ -44,3 +44,20 @@ def test_the_mobilenet_example_passes(cli, dtype):
     assert any(row["tensor"].endswith(".bias") for row in result["loss_irrelevant"])
     if dtype == "float64":
         assert result["loss_max_rel_diff"] <= 1e-9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_resnet_example_passes(cli, dtype):
+    result = check(cli, "vision_resnet.py", dtype)
+    assert result["passed"] and result["first_divergence"] is None
+    assert result["steps"] == 2 and result["dropout"] == "none"
+    assert result["optimizer"].startswith("compare.optim.to_optax(SGD)")
+    assert "CosineAnnealingLR stepped per step" in result["optimizer"]
+    assert result["loss_irrelevant"] == []  # every BatchNorm feeds a ReLU or the sum: none
+    if dtype == "float64":
+        assert result["bound"]["kind"] == "fixed"
+        assert max(result["loss_max_rel_diff"], result["param_max_rel_diff"]) <= 1e-12
+    else:
+        assert result["bound"]["reference"] == "torch in float64"
+        assert max(result["loss_max_rel_diff"], result["param_max_rel_diff"]) <= 1e-4

@@ -6,6 +6,8 @@ The models are tiny and the runs a few float64 steps: the check compiles one ste
 forward pass per run, which is most of its time.
 """
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -595,3 +597,15 @@ def test_a_model_that_raises_is_one_line_with_the_layer_that_differs():
     message = str(err.value)
     assert message.startswith("the jax forward raised TypeError") and "\n" not in message
     assert "conv: torch pads ((1, 1), (1, 1)), nnx.Conv VALID" in message
+
+
+@pytest.mark.parametrize(("kind", "hinted"), [("output", True), ("loss", True), ("grad", False)])
+def test_a_padded_torch_pool_is_suspected_only_while_the_outputs_differ(kind, hinted):
+    """The audit sees a pool's padding on the torch side only; a wrong amount changes what the
+    layer outputs, so once this step's output and loss agreed it is not the cause (a correct
+    ResNet port parting in float32 on a gradient was told to look at its stem's pool)."""
+    suspects = {"pool": [("pool-padding", "MaxPool2d(padding=1, ceil_mode=False)")]}
+    no_folds = types.SimpleNamespace(folds=[])
+    diagnosis = traps.Diagnosis(pair=no_folds, suspects=suspects, tolerance=1e-4)
+    found = diagnosis({"kind": kind, "tensor": "conv1.weight"}, context={"step": 1})
+    assert (found is not None and "#trap-pool-padding" in found) == hinted, found
