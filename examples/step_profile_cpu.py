@@ -6,10 +6,12 @@ the same step with one kind of layer swapped for a stand-in that costs next to n
 same output shape, a gradient to every parameter and input: a mean of the input times the
 kernel's sum, broadcast; for pooling a strided slice; for BatchNorm a scale and a shift; for
 the optimizer a stateless SGD), so the time it saves is what that kind of layer costs in the
-step, forward and backward; "the rest" is the step with every stand-in at once (the linear
-layers, activations, loss, the scan itself). For the pooling nets a row more: the step with
+step, forward and backward (then each convolution alone, named by its path in the model);
+"the rest" is the step with every stand-in at once (the linear layers, activations, loss,
+the scan itself). For the pooling nets a row more: the step with
 ``nnx.max_pool`` (``reduce_window``, what the tutorials pooled with before
-``jaxnets/_pool.py``) in place of ``jaxnets.layers.max_pool``. The variants are compiled
+``jaxnets/_pool.py``) in place of ``jaxnets.layers.max_pool``, and for each net the step
+with its single-channel first convolution as patches and one matmul. The variants are compiled
 first and then timed in turns (median of the repeats), so that a shared machine's load
 falls on all of them alike. docs/BENCHMARKS.md quotes it, run as
 
@@ -59,14 +61,41 @@ def _stand_in(real):
     return StandIn
 
 
+def _patches_conv(lhs, rhs, window_strides, padding, *args, precision=None, **kwargs):
+    """A single-channel convolution as its patches (one strided slice per kernel pixel) and one
+    matmul: what was tried for the nets' first layer (not kept: see the table)."""
+    (kh, kw, _, out_features), (sh, sw) = rhs.shape, window_strides
+    if padding != "VALID":
+        lhs = jnp.pad(lhs, [(0, 0), *padding, (0, 0)])
+    ho, wo = (lhs.shape[1] - kh) // sh + 1, (lhs.shape[2] - kw) // sw + 1
+    patches = jnp.concatenate(
+        [
+            lhs[:, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw, :]
+            for i in range(kh)
+            for j in range(kw)
+        ],
+        axis=-1,
+    )  # (batch, ho, wo, kh * kw)
+    return jnp.dot(patches, rhs.reshape(kh * kw, out_features), precision=precision)
+
+
+def _first_conv(model):
+    # the single-channel convolution the input meets first
+    for _, node in nnx.iter_graph(model):
+        if type(node) is nnx.Conv and node.in_features == 1:
+            return node
+    return None
+
+
 class _AffineOnly(layers.BatchNorm):
     def __call__(self, x):
         return x * self.scale[...] + self.bias[...]
 
 
-def _swap(model, real, replacement):
-    for _, node in nnx.iter_graph(model):
-        if type(node) is real or (real is nnx.Conv and type(node) is nnx.Conv):
+def _swap(model, real, replacement, at=None):
+    # every layer of type ``real``, or only the one at path ``at``
+    for path, node in nnx.iter_graph(model):
+        if type(node) is real and at in (None, path):
             node.__class__ = replacement
 
 
@@ -78,13 +107,25 @@ def _ablations(model):
     """(name, how to change a fresh model) for the layers ``model`` holds."""
     kinds = {type(node) for _, node in nnx.iter_graph(model)}
     rows = []
-    if nnx.Conv in kinds:
-        rows.append(("convolutions", lambda m: _swap(m, nnx.Conv, _stand_in(nnx.Conv))))
-    if _conv.ConvTranspose in kinds:
-        transposed = _stand_in(_conv.ConvTranspose)
-        rows.append(
-            ("transposed convolutions", lambda m: _swap(m, _conv.ConvTranspose, transposed))
-        )
+    for kind, name in [
+        (nnx.Conv, "convolutions"),
+        (_conv.ConvTranspose, "transposed convolutions"),
+    ]:
+        if kind not in kinds:
+            continue
+        stand_in = _stand_in(kind)
+        rows.append((name, lambda m, kind=kind, stand_in=stand_in: _swap(m, kind, stand_in)))
+        # then each layer alone: which of them the time is in
+        for path, node in nnx.iter_graph(model):
+            if type(node) is kind:
+                rows.append(
+                    (
+                        "- " + ".".join(map(str, path)),
+                        lambda m, kind=kind, stand_in=stand_in, path=path: _swap(
+                            m, kind, stand_in, path
+                        ),
+                    )
+                )
     if _pooling_attr(model):
 
         def strided(m):
@@ -133,14 +174,19 @@ def profile(name):
     variants["optimizer state"] = build(new_optimizer=_plain_sgd(module, hp))
 
     def everything(m):
-        for _, change in ablations:
-            change(m)
+        for kind, change in ablations:
+            if not kind.startswith("- "):
+                change(m)
 
     variants["the rest"] = build(everything, _plain_sgd(module, hp))
     pooling = _pooling_attr(module.new_model(hp, nnx.Rngs(0)))
     if pooling:
         nnx_pool = functools.partial(nnx.max_pool, window_shape=(2, 2), strides=(2, 2))
         variants["step, nnx.max_pool"] = build(lambda m: setattr(m, pooling, nnx_pool))
+    if _first_conv(module.new_model(hp, nnx.Rngs(0))) is not None:
+        variants["step, first conv as patches"] = build(
+            lambda m: setattr(_first_conv(m), "conv_general_dilated", _patches_conv)
+        )
     for run in variants.values():
         run()  # compile and warm up
     seconds = {k: [] for k in variants}
@@ -156,14 +202,17 @@ def profile(name):
     print(f"| {'what':34s} | {'ms/step':>8s} | {'its cost':>8s} | {'share':>6s} |")
     print(f"| {'-' * 34} | {'-' * 7}: | {'-' * 7}: | {'-' * 5}: |")
     print(f"| {'the step (jax-scan)':34s} | {step:8.2f} | {'':8s} | {'100 %':>6s} |")
-    for kind in [k for k in ms if k not in ("the step", "step, nnx.max_pool")]:
+    for kind in [k for k in ms if not k.startswith("step")]:
         cost = step - ms[kind] if kind != "the rest" else ms[kind]
         label = f"{kind} (stood in)" if kind != "the rest" else "the rest (all stood in)"
+        label = f"{kind[2:]} alone (stood in)" if kind.startswith("- ") else label
         print(f"| {label:34s} | {ms[kind]:8.2f} | {cost:8.2f} | {cost / step:6.0%} |")
-    if pooling:
-        before = ms["step, nnx.max_pool"]
-        label = "the step with nnx.max_pool"
-        print(f"| {label:34s} | {before:8.2f} | {'':8s} | {before / step:5.2f}x |")
+    for kind, label in [
+        ("step, nnx.max_pool", "the step with nnx.max_pool"),
+        ("step, first conv as patches", "the step, 1st conv as patches"),
+    ]:
+        if kind in ms:
+            print(f"| {label:34s} | {ms[kind]:8.2f} | {'':8s} | {ms[kind] / step:5.2f}x |")
     print(f"(largest spread of a variant's {REPEATS} repeats: {spread:.0%})", flush=True)
 
 
