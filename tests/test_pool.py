@@ -15,7 +15,7 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxnets import layers
+from jaxnets import layers, mnist_cnn, mnist_resnet
 
 # (input shape, window): the tutorials' first
 TILED = {
@@ -131,3 +131,18 @@ def test_explicit_zero_padding_is_tiled(window):
     )
     assert "custom_vjp_call" in str(jax.make_jaxpr(pool)(x))
     np.testing.assert_array_equal(pool(x), nnx.max_pool(x, window, window))
+
+
+@pytest.mark.parametrize("module", [mnist_cnn, mnist_resnet], ids=lambda m: m.__name__)
+def test_the_tutorials_pool_with_it(module):
+    model = module.new_model(None, nnx.Rngs(0))
+    x, y = jnp.zeros((2, 28, 28, 1)), jnp.zeros((2,), jnp.int32)
+
+    def grads_jaxpr():
+        return str(jax.make_jaxpr(lambda m: nnx.grad(module.loss_fn)(m, x, y))(model))
+
+    assert "reduce_window" not in grads_jaxpr() and "select_and_scatter" not in grads_jaxpr()
+    # the control: the same net on nnx.max_pool has both
+    name = "pooling" if hasattr(model, "pooling") else "mp"
+    setattr(model, name, functools.partial(nnx.max_pool, window_shape=(2, 2), strides=(2, 2)))
+    assert "reduce_window" in grads_jaxpr() and "select_and_scatter" in grads_jaxpr()
