@@ -3,7 +3,9 @@
 JAX with ``jaxnets.layers``' convolution (``jaxnets/_conv.py``, what the tutorials use), JAX
 with lax's own convolution (both jitted, outside any loop), and torch eager; float32, one
 thread, milliseconds per call (the mean of 20 after a warm-up). The loss is the sum of squares
-of the output; both sides take the gradient with respect to the input and the kernel.
+of the output; both sides take the gradient with respect to the input and the kernel. Then
+the MNIST nets' 2x2 max poolings the same three ways: ``jaxnets.layers.max_pool``
+(``jaxnets/_pool.py``), ``nnx.max_pool`` (``reduce_window``) and torch's ``max_pool2d``.
 docs/BENCHMARKS.md quotes it, run as
 
     taskset -c 0 python examples/conv_layers_cpu.py
@@ -15,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from flax import nnx
 from jax import lax
 
 from jaxnets import layers
@@ -50,6 +53,15 @@ LAYERS = [
         (14, 14, 16),
         torch.nn.ConvTranspose2d(16, 1, 4, 2, 1, bias=False),
     ),
+]
+
+
+# (name, batch, input (h, w, c)): MaxPool2d(2)'s inputs
+POOLS = [
+    ("mnist-cnn pool1 2x2", 64, (24, 24, 10)),
+    ("mnist-cnn pool2 2x2", 64, (8, 8, 20)),
+    ("mnist-resnet pool1 2x2", 64, (24, 24, 16)),
+    ("mnist-resnet pool2 2x2", 64, (8, 8, 32)),
 ]
 
 
@@ -108,6 +120,20 @@ def main():
             f" {_ms(torch_step):10.2f}",
             flush=True,
         )
+    print(f"{'pooling':32s} {'JAX _pool':>10s} {'JAX nnx':>10s} {'torch':>10s}  (ms)")
+    for name, batch, shape in POOLS:
+        x = jnp.asarray(rng.normal(size=(batch, *shape)), jnp.float32)
+        ms = [
+            _jax_ms(jax.grad(lambda x, pool=pool: (pool(x, (2, 2), (2, 2)) ** 2).sum()), x)
+            for pool in (layers.max_pool, nnx.max_pool)
+        ]
+        x_torch = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2), requires_grad=True)
+
+        def torch_pool(x_torch=x_torch):
+            x_torch.grad = None
+            (torch.nn.functional.max_pool2d(x_torch, 2) ** 2).sum().backward()
+
+        print(f"{name:32s} {ms[0]:10.2f} {ms[1]:10.2f} {_ms(torch_pool):10.2f}", flush=True)
 
 
 if __name__ == "__main__":

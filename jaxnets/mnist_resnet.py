@@ -12,8 +12,10 @@ import optax
 from flax import nnx
 
 # Conv: nnx.Conv on lax's convolution with a backward XLA:CPU keeps fast inside a whole-epoch
-# scan (jaxnets/_conv.py); on a GPU, lax's own.
-from jaxnets.layers import Conv
+# scan (jaxnets/_conv.py); on a GPU, lax's own. max_pool: nnx.max_pool, these 2x2 windows as a
+# reshape and a max (faster on a CPU), the gradient at ties to the first maximum, as torch's
+# (jaxnets/_pool.py).
+from jaxnets.layers import Conv, max_pool
 
 
 class ResidualBlock(nnx.Module):
@@ -33,7 +35,7 @@ class Net(nnx.Module):
     def __init__(self, *, rngs: nnx.Rngs):
         self.conv1 = Conv(1, 16, kernel_size=(5, 5), padding="VALID", rngs=rngs)
         self.conv2 = Conv(16, 32, kernel_size=(5, 5), padding="VALID", rngs=rngs)
-        self.mp = functools.partial(nnx.max_pool, window_shape=(2, 2), strides=(2, 2))
+        self.mp = functools.partial(max_pool, window_shape=(2, 2), strides=(2, 2))
         self.rblock1 = ResidualBlock(16, rngs=rngs)
         self.rblock2 = ResidualBlock(32, rngs=rngs)
         self.fc = nnx.Linear(512, 10, rngs=rngs)
