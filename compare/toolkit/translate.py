@@ -751,7 +751,8 @@ class _Ctx:
             name = self.env[first].expr
             if re.fullmatch(r"\w+", name) and self.live.get(name, 0) <= self.index:
                 return name
-        base = "out" if "out" not in self.names else node.name
+        tensor = isinstance(self.values.get(node), torch.Tensor)
+        base = "out" if tensor and "out" not in self.names else node.name
         if node.op == "call_module" and "out" in self.names:
             base = node.target.replace(".", "_")
         return self.new_name(base)
