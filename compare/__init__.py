@@ -3,8 +3,9 @@
 The public surface, re-exported here: ``compare.check(torch_model, flax_model, ...)`` does for
 a user's own port what ``parity`` does for the tutorials, and ``CompareError`` is what every
 bad input ends in; ``compare.translate(torch_module, example_inputs)`` writes the Flax NNX
-source of a torch module and proves it with ``check``; ``compare.optim.to_optax``, ``compare.port.torch_to_nnx`` /
-``nnx_to_torch`` and ``compare.data.load`` are public at their own paths.
+source of a torch module and proves it with ``check``; ``compare.optim.to_optax``,
+``compare.port.torch_to_nnx`` / ``nnx_to_torch`` and ``compare.data.load`` are public at their
+own paths.
 
 The rooms, bottom to top (tests/test_layout.py keeps them): ``errors``, ``diff``, ``arrays``,
 ``files``, ``port``, ``optim``; ``toolkit/`` (the lockstep engine, ``check``, the traps, the

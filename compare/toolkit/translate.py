@@ -255,6 +255,8 @@ class Translator:
         """Translate ``module`` (called with ``args``, tensors held in ``in_perms``)."""
         inst = Instance(module, path)
         where = path or "the model"
+        if not path and _is_numeric_sequential(module):
+            return self._root_sequential(inst, args, in_perms)
         gm = _trace(module, where)
         recorder = _Recorder(gm)
         with torch.no_grad():
@@ -324,6 +326,34 @@ class Translator:
         self.instances.append(inst)
         return inst
 
+    def _root_sequential(self, inst, args, in_perms):
+        """A torch Sequential as the whole model: a subclass of ``nnx.Sequential`` (its keys
+        ``0.weight``... are torch's), returning torch's layout."""
+        if len(args) != 1:
+            raise Untranslatable("the model: a Sequential takes one input")
+        call = Call(tuple(args), tuple(in_perms))
+        ctor = self.sequential(inst.module, "", call)
+        with torch.no_grad():
+            out = inst.module(*args)
+        inst.arguments = ["x"]
+        shape = _shape_comment(out, call.out_perm)
+        moves = getattr(self, "_root_moves", {})
+        if moves:
+            for k in range(len(ctor.args)):
+                arg = f"x.transpose{moves[k]}" if k in moves else "x"
+                inst.forward.append(f"x = self.layers[{k}]({arg})")
+        else:
+            inst.forward = [f"x = super().__call__(x)  # {shape}"]
+        back = _convert(call.out_perm, _ident(out.dim()))
+        inst.forward.append(
+            "return x" if back == _ident(out.dim()) else f"return x.transpose{back}"
+        )
+        inst.init = [("__super__", ctor)]
+        inst.key = ("root",)
+        inst.out_perm = _ident(out.dim())
+        self.instances.append(inst)
+        return inst
+
     # ---- __init__ ---------------------------------------------------------------------
 
     def _build_init(self, inst, ctx):
@@ -383,7 +413,9 @@ class Translator:
             )
         sub = self.instance(child, path, call.args, call.perms)
         call.out_perm = sub.out_perm
-        return Ctor("", [], comment=f"{path.rsplit('.', 1)[-1]}: {type(child).__name__}", instance=sub)
+        return Ctor(
+            "", [], comment=f"{path.rsplit('.', 1)[-1]}: {type(child).__name__}", instance=sub
+        )
 
     def sequential(self, seq, path, call):
         """A torch Sequential with numbered layers: an ``nnx.Sequential`` of the same
@@ -392,20 +424,24 @@ class Translator:
             raise Untranslatable(f"{path}: a Sequential that is never called as a whole")
         (x,) = call.args
         perm = call.perms[0]
-        items = []
+        items, moves = [], {}  # moves: layer index -> the transpose before it
         for k, (name, layer) in enumerate(seq.named_children()):
-            where = f"{path}.{name}"
+            where = f"{path}.{name}".lstrip(".")
             rule = LEAVES.get(type(layer))
             with torch.no_grad():
                 y = layer(x)
             if rule is not None:
                 need = rule.needs(layer, x, perm)
+                if need is not None and need != perm and isinstance(layer, _STATEFUL):
+                    # a transpose before a layer: the Sequential gets a __call__ of its own
+                    moves[k] = _convert(perm, need)
+                    _, out_perm = rule.call(layer, "x", x, need, self.helpers, where)
+                    ctor = rule.ctor(layer)
+                    ctor.comment = f"{name} ({type(layer).__name__})"
+                    items.append(ctor)
+                    x, perm = y, out_perm
+                    continue
                 if need is not None and need != perm:
-                    if isinstance(layer, _STATEFUL):
-                        raise Untranslatable(
-                            f"{where}: {type(layer).__name__} would need its input transposed "
-                            "inside a Sequential"
-                        )
                     rule_call, out_perm = rule.call(layer, "x", x, need, self.helpers, where)
                     axes = _convert(perm, need)
                     fn = f"lambda x: {rule_call.replace('(x', f'(x.transpose{axes}', 1)}"
@@ -427,7 +463,23 @@ class Translator:
                 out_perm = sub_call.out_perm
             x, perm = y, out_perm
         call.out_perm = perm
-        return Ctor("nnx.Sequential", items, comment=f"{path.rsplit('.', 1)[-1]}: nn.Sequential")
+        ctor = Ctor("nnx.Sequential", items, comment=f"{path.rsplit('.', 1)[-1]}: nn.Sequential")
+        if not moves or not path:
+            if moves:  # the whole model: its class's __call__ does it
+                self._root_moves = moves
+            return ctor
+        inst = Instance(seq, path)
+        inst.arguments = ["x"]
+        for k in range(len(items)):
+            arg = f"x.transpose{moves[k]}" if k in moves else "x"
+            note = "  # to the layout this layer reads" if k in moves else ""
+            inst.forward.append(f"x = self.layers[{k}]({arg}){note}")
+        inst.forward.append("return x")
+        inst.init = [("__super__", ctor)]
+        inst.out_perm = perm
+        inst.key = (type(seq), "sequential", tuple(inst.forward), _ctor_key(ctor))
+        self.instances.append(inst)
+        return Ctor("", [], comment=ctor.comment, instance=inst)
 
     # ---- the file ---------------------------------------------------------------------
 
@@ -455,7 +507,8 @@ class Translator:
                 order.append(groups[key])
             inst.group = groups[key]
         taken = {}
-        for group in order:
+        root_first = [root.group] + [g for g in order if g is not root.group]
+        for group in root_first:  # the model's class keeps its name
             first = group.instances[0]
             base = class_name if first is root and class_name else type(first.module).__name__
             name = base
@@ -470,6 +523,7 @@ class Translator:
                     name = f"{base}{k}"
             taken[name] = group
             group.name = name
+        for group in order:  # children first: a parent's arguments hold theirs
             self._params(group)
         return order
 
@@ -508,7 +562,10 @@ class Translator:
         where = ", ".join(paths[:6]) + (f" and {len(paths) - 6} more" if len(paths) > 6 else "")
         doc = f'    """{torch_cls.__module__}.{torch_cls.__qualname__}: {where}."""\n'
         params = "".join(f"{p}, " for p in group.params)
-        lines = [f"class {group.name}(nnx.Module):", doc.rstrip("\n"), ""]
+        base = "nnx.Module"
+        if first.init and first.init[0][0] == "__super__":
+            base = "nnx.Sequential"
+        lines = [f"class {group.name}({base}):", doc.rstrip("\n"), ""]
         lines.append(f"    def __init__(self, {params}*, rngs: nnx.Rngs):")
         counter = iter(range(10**9))
         if not first.init:
@@ -518,6 +575,9 @@ class Translator:
                 lines.append(f"        self.{attr} = {ctor}")
                 continue
             text = _render_ctor(ctor, group, counter, 2)
+            if attr == "__super__":  # the layers of an nnx.Sequential subclass
+                lines.append("        super().__init__(" + text.removeprefix("nnx.Sequential("))
+                continue
             if ctor.comment:
                 lines.append(f"        # {ctor.comment}")
             lines.append(f"        self.{attr} = {text}")
@@ -702,7 +762,9 @@ class _Ctx:
         if isinstance(a, tuple | list):
             vals = [self.arg(x) for x in a]
             open_, close = ("(", ")") if isinstance(a, tuple) else ("[", "]")
-            inner = ", ".join(v.expr for v in vals) + ("," if len(vals) == 1 and open_ == "(" else "")
+            inner = ", ".join(v.expr for v in vals) + (
+                "," if len(vals) == 1 and open_ == "(" else ""
+            )
             return Val(
                 f"{open_}{inner}{close}",
                 [v.perm for v in vals],
@@ -711,8 +773,16 @@ class _Ctx:
         if isinstance(a, slice):
             parts = [self.arg(x).expr if x is not None else "" for x in (a.start, a.stop, a.step)]
             text = f"{parts[0]}:{parts[1]}" + (f":{parts[2]}" if parts[2] else "")
-            return Val(text, None, slice(*(self.arg(x).value if x is not None else None
-                                           for x in (a.start, a.stop, a.step))))
+            return Val(
+                text,
+                None,
+                slice(
+                    *(
+                        self.arg(x).value if x is not None else None
+                        for x in (a.start, a.stop, a.step)
+                    )
+                ),
+            )
         if a is Ellipsis:
             return Val("...", None, a)
         if isinstance(a, torch.dtype | torch.device):
@@ -1049,7 +1119,10 @@ class RecurrentLeaf(Leaf):
 
     def call(self, m, expr, x, perm, helpers, where):
         d = x.dim()
-        return f"{where}({expr})", [_ident(d), _ident(3) if kind_is_gru(m) else [_ident(3), _ident(3)]]
+        return f"{where}({expr})", [
+            _ident(d),
+            _ident(3) if kind_is_gru(m) else [_ident(3), _ident(3)],
+        ]
 
 
 def kind_is_gru(m):
@@ -1481,7 +1554,9 @@ def _permute(ctx, node, args, kwargs):
     n = x.value.dim()
     dims = [d % n for d in dims]
     perm = tuple(dims.index(p) for p in x.perm)
-    return Alias(Val(x.expr, perm, None)), f"torch's permute{tuple(dims)}: only the layout bookkeeping"
+    return Alias(
+        Val(x.expr, perm, None)
+    ), f"torch's permute{tuple(dims)}: only the layout bookkeeping"
 
 
 def _transpose(ctx, node, args, kwargs):
@@ -1492,7 +1567,9 @@ def _transpose(ctx, node, args, kwargs):
     dims = list(range(n))
     dims[a], dims[b] = dims[b], dims[a]
     perm = tuple(dims.index(p) for p in x.perm)
-    return Alias(Val(x.expr, perm, None)), f"torch's transpose({a}, {b}): only the layout bookkeeping"
+    return Alias(
+        Val(x.expr, perm, None)
+    ), f"torch's transpose({a}, {b}): only the layout bookkeeping"
 
 
 def _reshape(ctx, node, args, kwargs):
@@ -1539,10 +1616,12 @@ def _getattr(ctx, node, args, kwargs):
 def _getitem(ctx, node, args, kwargs):
     x, index = args
     if x.is_tensor:
-        n = x.value.dim()
         expr = ctx.torch_order(x)
         out = ctx.values[node]
-        return Val(f"{expr}[{_index_expr(index)}]", _ident(out.dim()) if isinstance(out, torch.Tensor) else None)
+        return Val(
+            f"{expr}[{_index_expr(index)}]",
+            _ident(out.dim()) if isinstance(out, torch.Tensor) else None,
+        )
     i = index.value
     perm = x.perm[i] if isinstance(x.perm, list) and isinstance(i, int) else None
     return Val(f"{x.expr}[{index.expr}]", perm)
