@@ -274,7 +274,8 @@ class Translator:
                 f"{where}: forward takes {len(placeholders)} inputs, {len(args)} were given"
             )
         for node, perm in zip(placeholders, in_perms, strict=True):
-            name = ctx.new_name(node.name)
+            # fx renames torch's ``input`` (a builtin) to input_1: x reads as the twins do
+            name = ctx.new_name("x" if re.fullmatch(r"input(_\d+)?", node.name) else node.name)
             inst.arguments.append(name)
             env[node] = Val(name, perm, values[node])
             ctx.live[name] = live_until[node]
@@ -385,6 +386,9 @@ class Translator:
         return ctor
 
     def _child_ctor(self, child, path, call):
+        stateless = not any(True for _ in child.state_dict())
+        if call is None and stateless and LEAVES.get(type(child)) is None:
+            return None  # never called and holding nothing: nothing to write
         rule = LEAVES.get(type(child))
         if rule is not None:
             if not isinstance(child, _STATEFUL):
@@ -511,11 +515,13 @@ class Translator:
         for group in root_first:  # the model's class keeps its name
             first = group.instances[0]
             base = class_name if first is root and class_name else type(first.module).__name__
+            if type(first.module) is nn.Sequential and first.path:  # named: its attribute's
+                base = _camel(first.path.rsplit(".", 1)[-1])
             name = base
             if name in taken:
                 others = {a for a, _ in taken[name].instances[0].init}
                 extra = [a for a, _ in first.init if a not in others]
-                name = base + "With" + "".join(e[:1].upper() + e[1:] for e in extra[:2])
+                name = base + "With" + "".join(_camel(e) for e in extra[:2])
                 name = name if extra else base
                 k = 1
                 while name in taken or name == base:
@@ -572,7 +578,7 @@ class Translator:
             lines.append("        pass")
         for attr, ctor in first.init:
             if isinstance(ctor, str):
-                lines.append(f"        self.{attr} = {ctor}")
+                lines.append(f"        {_set(attr, ctor)}")
                 continue
             text = _render_ctor(ctor, group, counter, 2)
             if attr == "__super__":  # the layers of an nnx.Sequential subclass
@@ -580,7 +586,7 @@ class Translator:
                 continue
             if ctor.comment:
                 lines.append(f"        # {ctor.comment}")
-            lines.append(f"        self.{attr} = {text}")
+            lines.append(f"        {_set(attr, text)}")
         lines.append("")
         args = ", ".join(first.arguments)
         shapes = ""
@@ -593,6 +599,17 @@ class Translator:
                 line = re.sub(r"  # (.*?)\(\d[\d, ]*\)( \w+)?$", _keep_words, line)
             lines.append(f"        {line}")
         return "\n".join(lines) + "\n"
+
+
+def _camel(name):
+    return "".join(p[:1].upper() + p[1:] for p in re.split(r"\W|_", name) if p)
+
+
+def _set(attr, text):
+    """``self.attr = text``; torch allows names Python does not (regnet's ``block1-0``)."""
+    if attr.isidentifier():
+        return f"self.{attr} = {text}"
+    return f"setattr(self, {attr!r}, {text})"
 
 
 def _keep_words(match):
@@ -864,7 +881,7 @@ class _Ctx:
             elif isinstance(module, nn.ModuleList):
                 text += f"[{part}]"
             else:
-                text += f".{part}"
+                text = f"{text}.{part}" if part.isidentifier() else f"getattr({text}, {part!r})"
             module = module.get_submodule(part)
         return text, module
 
@@ -1484,6 +1501,17 @@ def _dropout_fn(ctx, node, args, kwargs):
     )
 
 
+def _stochastic_depth(ctx, node, args, kwargs):
+    p = _kw(args, kwargs, 1, "p")
+    training = _kw(args, kwargs, 3, "training", True)
+    if p == 0 or not training:
+        return Alias(args[0]), f"stochastic_depth(p={p}): does nothing here"
+    raise Untranslatable(
+        "stochastic depth drops whole samples at random, which check cannot feed; build the "
+        "model with stochastic_depth_prob=0.0"
+    )
+
+
 def _flatten_op(ctx, node, args, kwargs):
     x = args[0]
     start = _kw(args, kwargs, 1, "start_dim", 0)
@@ -1518,6 +1546,13 @@ def _reduce(fn):
 def _cat(ctx, node, args, kwargs):
     items = node.args[0] if node.args else node.kwargs["tensors"]
     dim = _kw(args, kwargs, 1, "dim", 0)
+    if isinstance(items, torch.fx.Node):  # a list handed in whole (densenet's features)
+        seq = ctx.arg(items)
+        perms = seq.perm if isinstance(seq.perm, list) else []
+        if not perms or any(p != perms[0] for p in perms):
+            raise Untranslatable("a list of tensors in several layouts")
+        axis = perms[0].index(dim % len(perms[0]))
+        return Val(f"jnp.concatenate({seq.expr}, axis={axis})", perms[0])
     tensors = [ctx.arg(a) for a in items]
     n = tensors[0].value.dim()
     perm = tensors[0].perm
@@ -1749,6 +1784,7 @@ OPS = {
     "softmax": _dim_rule("softmax"),
     "log_softmax": _dim_rule("log_softmax"),
     "dropout_fn": _dropout_fn,
+    "stochastic_depth": _stochastic_depth,
     "flatten": _flatten_op,
     "cat": _cat,
     "mean": _reduce("mean"),
