@@ -113,6 +113,17 @@ def test_a_recurrent_net_translates_and_passes_check_in_float64():
     assert max(report.loss_max_rel_diff, report.param_max_rel_diff) <= 1e-9
 
 
+def test_an_in_place_dropout_is_fed_the_same_mask():
+    """nn.Dropout(inplace=True) (mobilenet_v3's classifier) overwrote its input with torch's own
+    mask before check's hook could feed one: found by translating mobilenet_v3_small."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Hardswish(), nn.Dropout(0.5, inplace=True))
+    model.append(nn.Linear(8, 3))
+    report = tr.translate(model, torch.randn(4, 6)).check(steps=2)
+    assert report.passed, str(report)
+    assert max(report.loss_max_rel_diff, report.param_max_rel_diff) <= 1e-9
+
+
 def test_the_source_is_the_module_and_its_state_paths_are_the_torch_keys():
     torch.manual_seed(0)
     torch_model = SmallCNN()
