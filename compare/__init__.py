@@ -2,8 +2,10 @@
 
 The public surface, re-exported here: ``compare.check(torch_model, flax_model, ...)`` does for
 a user's own port what ``parity`` does for the tutorials, and ``CompareError`` is what every
-bad input ends in; ``compare.optim.to_optax``, ``compare.port.torch_to_nnx`` /
-``nnx_to_torch`` and ``compare.data.load`` are public at their own paths.
+bad input ends in; ``compare.translate(torch_module, example_inputs)`` writes the Flax NNX
+source of a torch module and proves it with ``check``; ``compare.optim.to_optax``,
+``compare.port.torch_to_nnx`` / ``nnx_to_torch`` and ``compare.data.load`` are public at their
+own paths.
 
 The rooms, bottom to top (tests/test_layout.py keeps them): ``errors``, ``diff``, ``arrays``,
 ``files``, ``port``, ``optim``; ``toolkit/`` (the lockstep engine, ``check``, the traps, the
@@ -15,7 +17,7 @@ imported when it is first asked for.
 
 from compare.errors import CompareError
 
-__all__ = ["CompareError", "check"]
+__all__ = ["CompareError", "check", "translate"]
 
 
 def __getattr__(name):
@@ -23,4 +25,8 @@ def __getattr__(name):
         from compare.toolkit.check import check
 
         return check
+    if name == "translate":
+        from compare.toolkit.translate import translate
+
+        return translate
     raise AttributeError(f"module 'compare' has no attribute {name!r}")

@@ -1,5 +1,5 @@
-"""``python -m compare`` (also installed as ``twinnets``): list, run, parity, check, bench,
-convert. The parser and the dispatch; what each verb prints is ``compare.printing``'s.
+"""``python -m compare`` (also installed as ``twinnets``): list, run, parity, check, translate,
+bench, convert. The parser and the dispatch; what each verb prints is ``compare.printing``'s.
 
 Every failure the user can cause ends with one line on stderr and exit status 2; ``parity``
 and ``check`` exit 1 when the two sides disagree beyond the tolerance.
@@ -142,6 +142,27 @@ def cmd_check(args):
     else:
         print(f"{args.spec}: {report}")
     return 0 if report.passed else 1
+
+
+def cmd_translate(args):
+    from compare.toolkit import translate_cli
+
+    result = translate_cli.run(
+        args.target,
+        kwargs=args.kwargs,
+        input_spec=args.input,
+        out=args.out,
+        weights=args.weights,
+        check=args.check,
+        steps=args.steps,
+        class_name=args.class_name,
+        progress=not args.no_progress and not args.json,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        printing.translation(result)
+    return 0 if result.get("check", {"passed": True})["passed"] else 1
 
 
 def cmd_bench(args):
@@ -326,6 +347,30 @@ def build_parser():
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_check)
+
+    p = verbs.add_parser(
+        "translate",
+        help="Flax NNX source for a torch module, its weights ported; --check proves it",
+    )
+    p.add_argument("target", metavar="MODULE:CALLABLE", help="e.g. torchvision.models:resnet18")
+    p.add_argument(
+        "--kwargs", nargs="*", default=[], metavar="K=V", help="arguments of the callable"
+    )
+    p.add_argument(
+        "--input",
+        required=True,
+        metavar="SHAPE",
+        help="the example input, torch's layout: 2,3,32,32 (floats) or 4,12:int100 (integers "
+        "below 100)",
+    )
+    p.add_argument("--out", metavar="FILE.py", help="write the source there (default: stdout)")
+    p.add_argument("--weights", metavar="FILE.safetensors", help="save the ported Flax weights")
+    p.add_argument("--class-name", help="the generated top class (default: the torch class's)")
+    p.add_argument("--check", action="store_true", help="float64 lockstep on the spot")
+    p.add_argument("--steps", type=_positive, default=5, help="--check's steps (default 5)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_translate)
 
     p = verbs.add_parser(
         "bench", help="training speed: torch eager/compile/CUDA graphs, JAX steps/scan, lesson"

@@ -41,3 +41,22 @@ def write_whole(out_dir, write, last):
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [str(out_dir / name) for name in names]
+
+
+def write_file_whole(path, text):
+    """``text`` into ``path`` through a temporary file beside it, renamed over it at the end:
+    the file is whole or absent, never half written."""
+    path = Path(path)
+    if path.exists() and path.is_dir():
+        raise CompareError(f"{path}: is a directory")
+    if not path.parent.is_dir():
+        raise CompareError(f"{path.parent}: no such directory")
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=f".{path.name}.", suffix=".partial", delete=False
+        ) as tmp:
+            tmp.write(text)
+        Path(tmp.name).replace(path)
+    except OSError as err:
+        raise CompareError(f"{path}: cannot write there ({err.strerror or err})") from None
+    return str(path)

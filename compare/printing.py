@@ -2,6 +2,7 @@
 itself). One function per report; ``compare.cli`` calls them after the work is done."""
 
 import json
+import sys
 
 
 def task_list(rows):
@@ -141,3 +142,18 @@ def equivalence_rows(result):
                 f" derivatives {row['grad_max_rel_diff']:.1e}"
             )
     return out
+
+
+def translation(result):
+    """``translate``: the source (when not written to a file), where it went, the check."""
+    if result.get("source") is not None and result.get("out") is None:
+        print(result["source"], end="")
+    what = f"{result['target']} -> {result['class_name']} ({result['lines']} lines"
+    what += f", {result['translate_seconds']:.1f} s)"
+    if result.get("out"):
+        what += f": wrote {result['out']}"
+    if result.get("weights"):
+        what += f"; weights {result['weights']}"
+    print(what, file=sys.stderr if result.get("out") is None else sys.stdout)
+    if "check" in result:
+        print(result["check"]["report"])

@@ -299,6 +299,11 @@ class DropoutFeed:
     def _hook(self, modules):
         def install(drop):
             for module in modules:
+                if getattr(module, "inplace", False):
+                    # an in-place dropout has overwritten its input with torch's own random
+                    # mask before the hook sees it: out of place meanwhile (the same numbers)
+                    module.inplace = False
+                    self.restore.append(lambda m=module: setattr(m, "inplace", True))
                 handle = module.register_forward_hook(
                     lambda m, inputs, output: drop(inputs[0]) if m.training else None
                 )

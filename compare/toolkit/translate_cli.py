@@ -1,0 +1,144 @@
+"""``twinnets translate MODULE:CALLABLE --input SHAPE``: the command around ``translate``.
+
+It builds the torch module (``torch.manual_seed(0)`` first: the same weights every run), makes
+the example input, translates, writes the source (whole or not at all), saves the ported
+weights when asked (``.safetensors``, Flax's key names, ``jaxnets.load_checkpoint`` reads
+them into the generated class) and, with ``check``, trains both in float64 lockstep.
+"""
+
+import ast
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from compare.errors import CompareError
+from compare.files import write_file_whole
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def parse_kwargs(pairs):
+    """``["num_classes=10", "name=x"]`` -> ``{"num_classes": 10, "name": "x"}`` (Python
+    literals where they parse, strings otherwise)."""
+    out = {}
+    for pair in pairs or ():
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise CompareError(f"--kwargs {pair}: expected NAME=VALUE, e.g. num_classes=10")
+        try:
+            out[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
+
+
+def parse_input(spec):
+    """``2,3,32,32`` -> a standard normal tensor of that shape; ``4,12:int100`` -> integers
+    from 0 to 99 (word indices for an embedding)."""
+    import torch
+
+    shape_text, _, kind = spec.partition(":")
+    try:
+        shape = tuple(int(s) for s in shape_text.split(","))
+    except ValueError:
+        raise CompareError(f"--input {spec}: expected a shape like 2,3,32,32") from None
+    if not shape or any(s < 1 for s in shape):
+        raise CompareError(f"--input {spec}: every size must be at least 1")
+    generator = torch.Generator().manual_seed(0)
+    if not kind:
+        return torch.randn(shape, generator=generator)
+    if kind.startswith("int") and kind[3:].isdigit() and int(kind[3:]) > 0:
+        return torch.randint(0, int(kind[3:]), shape, generator=generator)
+    raise CompareError(f"--input {spec}: the kind after ':' is intN (integers below N)")
+
+
+def build(target, kwargs):
+    """``MODULE:CALLABLE`` called with ``kwargs``: the torch module, or one line."""
+    import torch
+
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise CompareError(f"{target}: expected MODULE:CALLABLE, e.g. torchvision.models:resnet18")
+    if "" not in sys.path and "." not in sys.path:  # the user's own modules, run from their folder
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # the user's module: whatever it raises, one line
+        raise CompareError(f"{target}: cannot import {module_name} ({_first_line(err)})") from None
+    fn = module
+    for part in attr.split("."):
+        fn = getattr(fn, part, None)
+        if fn is None:
+            raise CompareError(f"{target}: {module_name} has no {attr}")
+    if not callable(fn):
+        raise CompareError(f"{target}: {attr} is not callable")
+    torch.manual_seed(0)
+    try:
+        model = fn(**kwargs)
+    except Exception as err:  # the user's constructor
+        raise CompareError(f"{target}: {attr}(...) raised {_first_line(err)}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise CompareError(f"{target}: returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def run(
+    target,
+    *,
+    kwargs=(),
+    input_spec,
+    out=None,
+    weights=None,
+    check=False,
+    steps=5,
+    class_name=None,
+    progress=False,
+):
+    """What ``twinnets translate`` does; returns its JSON result."""
+    from compare.toolkit.translate import translate
+
+    if weights is not None and Path(weights).suffix != ".safetensors":
+        raise CompareError(f"--weights {weights}: Flax weights are written as .safetensors")
+    if out is not None and Path(out).suffix != ".py":
+        raise CompareError(f"--out {out}: the source goes to a .py file")
+    for path in (out, weights):
+        if path is not None and not Path(path).parent.is_dir():
+            raise CompareError(f"{path}: no such directory {Path(path).parent}")
+    model = build(target, parse_kwargs(kwargs))
+    model.train()  # the lockstep trains it: trace what training computes
+    example = parse_input(input_spec)
+    start = time.perf_counter()
+    result = translate(model, example, class_name=class_name)
+    seconds = time.perf_counter() - start
+    payload = {
+        "target": target,
+        "kwargs": parse_kwargs(kwargs),
+        "input": list(example.shape),
+        "class_name": result.class_name,
+        "lines": result.source.count("\n"),
+        "translate_seconds": round(seconds, 3),
+        "out": None,
+        "weights": None,
+    }
+    if out is not None:
+        payload["out"] = write_file_whole(out, result.source)
+    else:
+        payload["source"] = result.source
+    if weights is not None:
+        import jaxnets
+
+        tmp = Path(weights).with_name(f".{Path(weights).name}.partial")
+        jaxnets.save_checkpoint(result.module, tmp)
+        tmp.replace(weights)
+        payload["weights"] = str(weights)
+    if check:
+        start = time.perf_counter()
+        report = result.check(steps=steps, progress=progress)
+        payload["check"] = report.to_json()
+        payload["check"]["report"] = str(report)
+        payload["check_seconds"] = round(time.perf_counter() - start, 3)
+    return payload

@@ -1,0 +1,137 @@
+"""The proof table of ``twinnets translate``: torchvision's models through the command itself.
+
+    python examples/translate_table.py [--only NAME ...] [--out docs/TRANSLATE.md]
+
+Each model runs in its own process, as a user would run it:
+``twinnets translate torchvision.models:NAME --kwargs ... --input SHAPE --out FILE --check
+--steps 5 --json`` (training mode, SGD with momentum, float64 lockstep). The table (translated?,
+the lockstep's figures, lines of generated code, the time to translate and to check, or the
+failure's one line) is written between the markers of docs/TRANSLATE.md, with the head of the
+generated resnet18.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# name: (kwargs, input, note). Batch 4: a BatchNorm fed one pixel of 2 images normalises two
+# numbers to +-1 whatever they are, and its gradient is rounding noise (docs/TRANSLATE.md).
+MODELS = {
+    "resnet18": (["num_classes=10"], "4,3,32,32", ""),
+    "resnet50": (["num_classes=10"], "4,3,32,32", ""),
+    "vgg11_bn": (["num_classes=10"], "2,3,32,32", ""),
+    "alexnet": (["num_classes=10"], "2,3,64,64", "64x64: 32x32 pools to nothing"),
+    "squeezenet1_1": (["num_classes=10"], "4,3,32,32", ""),
+    "googlenet": (
+        ["num_classes=10", "aux_logits=False", "init_weights=True"],
+        "4,3,32,32",
+        "aux_logits=False: one output",
+    ),
+    "densenet121": (["num_classes=10"], "4,3,32,32", ""),
+    "mobilenet_v2": (["num_classes=10"], "4,3,32,32", ""),
+    "mobilenet_v3_small": (["num_classes=10"], "4,3,32,32", ""),
+    "efficientnet_b0": (
+        ["num_classes=10", "stochastic_depth_prob=0.0"],
+        "4,3,32,32",
+        "stochastic depth off: its random draws are not fed",
+    ),
+    "shufflenet_v2_x0_5": (["num_classes=10"], "4,3,32,32", ""),
+    "regnet_y_400mf": (["num_classes=10"], "4,3,32,32", ""),
+    "convnext_tiny": (
+        ["num_classes=10", "stochastic_depth_prob=0.0"],
+        "2,3,32,32",
+        "stochastic depth off: its random draws are not fed",
+    ),
+}
+BEGIN, END = "<!-- translate-table:begin -->", "<!-- translate-table:end -->"
+
+
+def run_one(name, folder, steps):
+    kwargs, shape, note = MODELS[name]
+    out = Path(folder) / f"{name}_nnx.py"
+    command = [sys.executable, "-m", "compare", "translate", f"torchvision.models:{name}"]
+    command += ["--kwargs", *kwargs, "--input", shape, "--out", str(out)]
+    command += ["--check", "--steps", str(steps), "--json", "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+    row = {"model": name, "input": shape, "kwargs": kwargs, "note": note, "rc": done.returncode}
+    row["wall_seconds"] = round(time.perf_counter() - start, 1)
+    if done.stdout.strip():
+        row.update(json.loads(done.stdout.strip().splitlines()[-1]))
+        row["source_file"] = str(out)
+    else:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        row["error"] = lines[-1] if lines else f"exit {done.returncode}"
+    return row
+
+
+def table(rows):
+    head = "| model | input | translated | lockstep (5 steps, float64) | loss / params rel. diff "
+    head += "| lines | translate s | check s | note |\n"
+    head += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    out = []
+    for r in rows:
+        if "error" in r:
+            reason = r["error"].removeprefix("error: ")
+            out.append(f"| {r['model']} | {r['input']} | no | - | - | - | - | - | {reason} |")
+            continue
+        c = r.get("check", {})
+        verdict = "passed" if c.get("passed") else "FAILED"
+        bound = c.get("bound", {})
+        if c.get("passed") and max(c["loss_max_rel_diff"], c["param_max_rel_diff"]) > 1e-9:
+            verdict += f" (by its noise bound, {bound.get('kind', '')})"
+        diffs = f"{c.get('loss_max_rel_diff', float('nan')):.1e} / "
+        diffs += f"{c.get('param_max_rel_diff', float('nan')):.1e}"
+        out.append(
+            f"| {r['model']} | {r['input']} | yes | {verdict} | {diffs} | {r['lines']} | "
+            f"{r['translate_seconds']:.1f} | {r.get('check_seconds', 0):.0f} | {r['note']} |"
+        )
+    return head + "\n".join(out) + "\n"
+
+
+def excerpt(rows, lines=60):
+    for r in rows:
+        if r["model"] == "resnet18" and r.get("source_file"):
+            text = Path(r["source_file"]).read_text().splitlines()
+            return "```python\n" + "\n".join(text[:lines]) + "\n# ...\n```\n"
+    return ""
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", choices=sorted(MODELS))
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "TRANSLATE.md"))
+    parser.add_argument("--json", help="also write the rows as JSON there")
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.only or MODELS:
+            row = run_one(name, folder, args.steps)
+            print(json.dumps({k: v for k, v in row.items() if k != "source"})[:400], flush=True)
+            rows.append(row)
+        text = table(rows)
+        ex = excerpt(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    doc = Path(args.out)
+    body = doc.read_text() if doc.exists() else f"{BEGIN}\n{END}\n"
+    if BEGIN not in body:
+        body += f"\n{BEGIN}\n{END}\n"
+    before, _, rest = body.partition(BEGIN)
+    _, _, after = rest.partition(END)
+    middle = f"{BEGIN}\n{text}\n{ex}{END}"
+    doc.write_text(before + middle + after)
+    print(text)
+    return 0 if all(r.get("check", {}).get("passed") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
