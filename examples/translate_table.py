@@ -115,10 +115,15 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         for name in args.only or MODELS:
             row = run_one(name, folder, args.steps)
-            print(json.dumps({k: v for k, v in row.items() if k != "source"})[:400], flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k != "source"}), flush=True)
             rows.append(row)
-        text = table(rows)
-        ex = excerpt(rows)
+            write(args, rows)  # after every model: a long run can be read as it goes
+    print(table(rows))
+    return 0 if all(r.get("check", {}).get("passed") for r in rows) else 1
+
+
+def write(args, rows):
+    text, ex = table(rows), excerpt(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     doc = Path(args.out)
@@ -129,8 +134,6 @@ def main(argv=None):
     _, _, after = rest.partition(END)
     middle = f"{BEGIN}\n{text}\n{ex}{END}"
     doc.write_text(before + middle + after)
-    print(text)
-    return 0 if all(r.get("check", {}).get("passed") for r in rows) else 1
 
 
 if __name__ == "__main__":
