@@ -448,7 +448,7 @@ def test_torchvision_resnet18_through_the_command(cli, tmp_path):
             "--kwargs",
             "num_classes=10",
             "--input",
-            "4,3,32,32",
+            "2,3,64,64",
             "--out",
             str(out),
             "--check",

@@ -516,7 +516,10 @@ class Translator:
             first = group.instances[0]
             base = class_name if first is root and class_name else type(first.module).__name__
             if type(first.module) is nn.Sequential and first.path:  # named: its attribute's
-                base = _camel(first.path.rsplit(".", 1)[-1])
+                camel = _camel(first.path.rsplit(".", 1)[-1])
+                base = camel if camel.isidentifier() else base
+            if not base.isidentifier():
+                base = "Module" + _camel(base)
             name = base
             if name in taken:
                 others = {a for a, _ in taken[name].instances[0].init}
