@@ -3,7 +3,8 @@
 The files were written by the command line before ``compare/`` was cut into its rooms (issue
 19), and edited only where a change was meant: ``list``'s lesson column cites each lesson
 (docs/LESSONS.md) instead of a private path, and ``parity``'s ``bound.why`` names the
-registry's new path. Every verb's help, ``list`` (text and JSON) and two ``parity --json``
+registry's new path; the ``translate`` verb (issue 21) added its own help and a line in the
+verbs' list. Every verb's help, ``list`` (text and JSON) and two ``parity --json``
 runs must still read the same: the same fields, the same words; numbers to rounding (they
 are float64 differences of order 1e-16, which another library version may round otherwise).
 """
@@ -18,7 +19,7 @@ import pytest
 from compare.cli import main
 
 GOLDEN = Path(__file__).parent / "golden"
-VERBS = ("list", "run", "parity", "check", "bench", "convert")
+VERBS = ("list", "run", "parity", "check", "translate", "bench", "convert")
 
 
 def same(got, want, where="result"):

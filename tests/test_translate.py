@@ -342,8 +342,18 @@ def test_a_tutorial_model_translates_to_its_twins_parameter_tree(task):
         return {key: tuple(var.get_value().shape) for key, (_, var, _, _) in table.items()}
 
     assert tree(result.module) == tree(twin)
-    report = result.check(steps=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", sorted(TUTORIALS))
+def test_a_translated_tutorial_model_passes_check(task):
+    spec = registry.get(task)
+    _, torch_module = spec.modules()
+    torch.manual_seed(0)
+    result = tr.translate(torch_module.new_model(spec.hp), TUTORIALS[task]())
+    report = result.check(steps=3)
     assert report.passed, str(report)
+    assert max(report.loss_max_rel_diff, report.param_max_rel_diff) <= 1e-9
 
 
 # -- what cannot be translated -----------------------------------------------------------------
