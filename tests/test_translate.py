@@ -324,11 +324,7 @@ TUTORIALS = {  # task: an example input (torch's layout)
 }
 
 
-# the default tier keeps one (a CNN); the others compile bigger steps and go to the slow tier
-@pytest.mark.parametrize(
-    "task",
-    [t if t == "mnist-cnn" else pytest.param(t, marks=pytest.mark.slow) for t in sorted(TUTORIALS)],
-)
+@pytest.mark.parametrize("task", sorted(TUTORIALS))
 def test_a_tutorial_model_translates_to_its_twins_parameter_tree(task):
     spec = registry.get(task)
     jax_module, torch_module = spec.modules()
