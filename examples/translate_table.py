@@ -72,12 +72,27 @@ def table(rows):
     head += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     out = []
     for r in rows:
+        shape = r["input"] if isinstance(r["input"], str) else ",".join(map(str, r["input"]))
+        r = {**r, "input": shape}
         if "error" in r:
             reason = r["error"].removeprefix("error: ")
-            out.append(f"| {r['model']} | {r['input']} | no | - | - | - | - | - | {reason} |")
+            done = "not run" if reason.startswith("not run") else "no"
+            out.append(f"| {r['model']} | {shape} | {done} | - | - | - | - | - | {reason} |")
             continue
         c = r.get("check", {})
         verdict = "passed" if c.get("passed") else "FAILED"
+        first = c.get("first_divergence")
+        if not c.get("passed") and first:
+            r["note"] = "; ".join(
+                filter(
+                    None,
+                    [
+                        r["note"],
+                        f"first divergence: step {first['step']}, {first['tensor']} "
+                        f"{first['rel_diff']:.1e} > bound {first['bound']:.1e}",
+                    ],
+                )
+            )
         bound = c.get("bound", {})
         if c.get("passed") and max(c["loss_max_rel_diff"], c["param_max_rel_diff"]) > 1e-9:
             verdict += f" (by its noise bound, {bound.get('kind', '')})"
