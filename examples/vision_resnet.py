@@ -40,9 +40,10 @@ With some 377 000 ReLU units a step, that is a matter of the draw: with these ba
 ``default_rng(4)`` with ``manual_seed(4)`` parts at step 0 on one unit at 1.1e-6
 (``conv1.weight``'s gradient, 9.6e-3). torch alone does the same: at seed 4, 2 of 16 copies of
 the float32 model with every weight nudged by one float32 rounding step move that gradient by
-3.3e-3 from the unnudged run, the rest by 7e-6. So a float32 failure on a ReLU net that is
-a finite jump on a gradient, with the outputs agreeing, is not a verdict: float64 (the
-default check) is not exposed to it and is the one to trust.
+3.3e-3 from the unnudged run, the rest by 7e-6 (``python examples/float32_switches.py``). So
+a float32 failure on a ReLU net that is a finite jump on a gradient, with the outputs
+agreeing, is not a verdict: float64 (the default check) is not exposed to it and is the one
+to trust.
 """
 
 import numpy as np
