@@ -33,6 +33,13 @@ whose softmax runs in float32 even for float64 inputs (1e-8 from torch's float64
 whose convolutions stay in XLA:CPU's fast form inside a scanned training step; the same
 numbers as lax's, which they hand over to on any other backend.
 
+``hard_sigmoid``: ``jax.nn.hard_sigmoid``, whose gradient is the exact 1/6 inside (-3, 3);
+torch's CPU kernel multiplies by ``1.0f / 6.0f``, one sixth rounded to float32, even for float64
+tensors (1/6 (1 + 3.0e-8)), so a float64 port through ``jax.nn``'s parts from torch by 3e-8 in
+every gradient behind the layer (torchvision's MobileNetV3 squeeze-excitation blocks). This
+one takes torch's constant in its gradient; its values, and everything in float32, are
+``jax.nn``'s.
+
 ``max_pool`` (from ``jaxnets._pool``): ``nnx.max_pool``; windows that tile the input (torch's
 ``MaxPool2d(k)``) as a reshape and a max, several times faster on a CPU than
 ``reduce_window``'s backward, with the gradient at ties where torch puts it (the first
@@ -65,6 +72,7 @@ __all__ = [
     "conv_general_dilated",
     "conv_transpose",
     "dot_product_attention",
+    "hard_sigmoid",
     "max_pool",
 ]
 
@@ -322,3 +330,21 @@ def dot_product_attention(query, key, value, bias=None, mask=None, **options):
         is_causal=options.get("is_causal", False),
     )  # (batch, heads, q_length, kv_length)
     return jnp.einsum("...hqk,...khd->...qhd", weights, value, precision=options.get("precision"))
+
+
+# torch's hardsigmoid_backward: grad * (1.0f / 6.0f) inside (-3, 3), the constant a float32
+TORCH_HARD_SIGMOID_SLOPE = float(np.float32(1.0) / np.float32(6.0))
+
+
+@jax.custom_jvp
+def hard_sigmoid(x):
+    """``relu6(x + 3) / 6`` as ``torch.nn.Hardsigmoid`` computes it, gradient included."""
+    return jax.nn.hard_sigmoid(x)
+
+
+@hard_sigmoid.defjvp
+def _hard_sigmoid_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    inside = (x > -3.0) & (x < 3.0)  # torch's open interval: 0 at the corners
+    slope = jnp.asarray(TORCH_HARD_SIGMOID_SLOPE, dtype=t.dtype)
+    return hard_sigmoid(x), jnp.where(inside, t * slope, jnp.zeros_like(t))

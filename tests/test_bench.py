@@ -32,7 +32,7 @@ ROW_FIELDS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker: xdist interleaves modules
 def mnist_mlp():
     """What the issue checks, run as a user runs it: a fresh process, JSON on stdout."""
     env = dict(

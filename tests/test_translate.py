@@ -113,6 +113,51 @@ def test_a_recurrent_net_translates_and_passes_check_in_float64():
     assert max(report.loss_max_rel_diff, report.param_max_rel_diff) <= 1e-9
 
 
+class SqueezeExcite(nn.Module):
+    """torchvision's squeeze-excitation: a gate through Hardsigmoid scales the map."""
+
+    def __init__(self, c=6):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3)
+        self.fc1, self.fc2 = nn.Conv2d(c, 4, 1), nn.Conv2d(4, c, 1)
+        self.head = nn.Linear(c, 3)
+        nn.init.zeros_(self.fc2.bias)  # a parameter that starts at 0 moves by its gradient only
+
+    def forward(self, x):
+        x = self.conv(x)  # (N, c, H, W)
+        gate = F.hardsigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+        return self.head((gate * x).mean((2, 3)))
+
+
+def test_hard_sigmoid_takes_torchs_float32_slope(monkeypatch):
+    """torch's float64 Hardsigmoid gradient is ``1.0f / 6.0f``, not 1/6: through
+    ``jax.nn.hard_sigmoid`` a squeeze-excitation block parts from torch by 3e-8 in float64
+    (found by mobilenet_v3_small's step-0 gradients); ``layers.hard_sigmoid`` does not."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxnets import layers
+
+    x = np.array([-4.0, -3.0, -2.5, -1e-3, 0.0, 1.0, 2.99, 3.0, 7.0])
+    t = torch.tensor(x, requires_grad=True)
+    F.hardsigmoid(t).sum().backward()
+    ours = jax.grad(lambda v: layers.hard_sigmoid(v).sum())(jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(ours), t.grad.numpy())
+    values = np.asarray(layers.hard_sigmoid(jnp.asarray(x)))
+    np.testing.assert_allclose(values, F.hardsigmoid(torch.tensor(x)).numpy(), rtol=0, atol=2e-16)
+    exact = jax.grad(lambda v: jax.nn.hard_sigmoid(v).sum())(jnp.asarray(x))
+    assert np.max(np.abs(np.asarray(exact) - t.grad.numpy())) > 1e-9  # the constant differs
+
+    torch.manual_seed(0)
+    report = tr.translate(SqueezeExcite(), torch.randn(2, 3, 8, 8)).check(steps=1)
+    assert report.passed and report.bound["kind"] == "fixed", str(report)
+    assert max(report.loss_max_rel_diff, report.param_max_rel_diff) <= 1e-12
+    monkeypatch.setitem(tr.OPS, "hardsigmoid", tr._unary("jax.nn.hard_sigmoid({x})"))
+    torch.manual_seed(0)
+    report = tr.translate(SqueezeExcite(), torch.randn(2, 3, 8, 8)).check(steps=1)
+    assert not report.passed  # the exact slope is another gradient
+
+
 def test_an_in_place_dropout_is_fed_the_same_mask():
     """nn.Dropout(inplace=True) (mobilenet_v3's classifier) overwrote its input with torch's own
     mask before check's hook could feed one: found by translating mobilenet_v3_small."""

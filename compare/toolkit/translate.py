@@ -1294,7 +1294,7 @@ LEAVES = {
     nn.Tanh: Fn("jnp.tanh({x})"),
     nn.SiLU: Fn("nnx.silu({x})"),
     nn.Hardswish: Fn("jax.nn.hard_swish({x})"),
-    nn.Hardsigmoid: Fn("jax.nn.hard_sigmoid({x})"),
+    nn.Hardsigmoid: Fn("layers.hard_sigmoid({x})"),  # torch's gradient constant
     nn.LeakyReLU: Fn("jax.nn.leaky_relu({x}, negative_slope={m.negative_slope!r})"),
     nn.ELU: Fn("jax.nn.elu({x}, alpha={m.alpha!r})"),
     nn.Identity: Fn("{x}"),
@@ -1781,7 +1781,7 @@ OPS = {
     "exp": _unary("jnp.exp({x})"),
     "silu": _unary("nnx.silu({x})"),
     "hardswish": _unary("jax.nn.hard_swish({x})"),
-    "hardsigmoid": _unary("jax.nn.hard_sigmoid({x})"),
+    "hardsigmoid": _unary("layers.hard_sigmoid({x})"),
     "gelu": _gelu,
     "leaky_relu": _leaky_relu,
     "softmax": _dim_rule("softmax"),
