@@ -111,11 +111,14 @@ def test_folding_torchs_two_lstm_biases_into_one_trains_differently():
         torch_opt.step()
         return loss.detach()
 
-    def flax_step(rnn):
-        optimizer = flax_optimizers[id(rnn)]
+    @nnx.jit  # one compile per cell: 20 eager steps of a scanned RNN took most of a minute
+    def jitted_step(rnn, optimizer):
         loss, grads = nnx.value_and_grad(lambda r: jnp.mean((forward(r) - y) ** 2))(rnn)
         optimizer.update(rnn, grads)
         return loss
+
+    def flax_step(rnn):
+        return jitted_step(rnn, flax_optimizers[id(rnn)])
 
     flax_optimizers = {
         id(rnn): nnx.Optimizer(rnn, optax.sgd(0.5), wrt=nnx.Param) for rnn in (stock, ours)
