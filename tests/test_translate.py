@@ -359,6 +359,234 @@ def test_random_compositions_of_layers_translate_and_train_alike():
         assert report.passed, f"{model}\n{report}"
 
 
+# -- training and eval: torch's self.training as the NNX switch -------------------------------
+
+
+def _outputs(out):
+    """Every tensor of a model's output (a tuple: each element), as numpy."""
+    if isinstance(out, tuple | list):
+        return [a for item in out for a in _outputs(item)]
+    return [out.detach().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)]
+
+
+def assert_modes_equal(module, x, rtol=1e-9):
+    """Translate ``module``, then run both in float64 on ``x`` in training (torch's ``train()``,
+    the twin's ``.train()``) and in eval mode (``eval()``, ``.eval()``): every output agrees."""
+    module = module.double()
+    x = x.double()
+    result = tr.translate(module, x)
+    twin = result.module
+    for training in (True, False):
+        module.train(training)
+        if training:
+            twin.train()
+        else:
+            twin.eval()
+        want = _outputs(module(x))
+        got = _outputs(twin(_flax_input(x)))
+        mode = "training" if training else "eval"
+        assert [g.shape for g in got] == [w.shape for w in want], f"{mode}\n{result.source}"
+        for g, w in zip(got, want, strict=True):
+            scale = max(np.abs(w).max(), 1e-12)
+            assert np.abs(g - w).max() / scale < rtol, f"{mode}\n{result.source}"
+    return result
+
+
+class Scaled(nn.Module):
+    """A submodule with a training branch of its own."""
+
+    def __init__(self, features=4):
+        super().__init__()
+        self.fc = nn.Linear(features, 3)
+
+    def forward(self, x):
+        y = self.fc(x)
+        if self.training:
+            return y * 2.0
+        return y - 1.0
+
+
+class TrainEval(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = Scaled()
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        if self.training:
+            x = torch.relu(x) + 1.0
+        else:
+            x = torch.sigmoid(x) * 3.0
+        return self.head(x.mean((2, 3)))
+
+
+def test_training_branches_become_the_nnx_switch():
+    torch.manual_seed(0)
+    result = assert_modes_equal(TrainEval(), torch.randn(2, 3, 6, 5))
+    source = result.source
+    switch = "self.deterministic = False  # torch's not self.training: model.eval() sets it"
+    assert source.count(switch) == 2  # TrainEval and Scaled
+    assert (
+        "        x = self.fc(x)  # (2, 3)\n"
+        "        if not self.deterministic:\n"
+        "            x = x * 2.0  # (2, 3)\n"
+        "        else:\n"
+        "            x = x - 1.0  # (2, 3)\n"
+        "        return x\n"
+    ) in source, source
+    assert (
+        "        x = self.bn(x)  # (2, 6, 5, 4) NHWC\n"
+        "        if not self.deterministic:\n"
+        "            x = nnx.relu(x)  # (2, 6, 5, 4) NHWC\n"
+        "            x = x + 1.0  # (2, 6, 5, 4) NHWC\n"
+        "        else:\n"
+        "            x = nnx.sigmoid(x)  # (2, 6, 5, 4) NHWC\n"
+        "            x = x * 3.0  # (2, 6, 5, 4) NHWC\n"
+        "        x = x.mean(axis=(1, 2))  # (2, 4)\n"
+    ) in source, source
+    report = result.check(steps=2)  # check trains: the training branch, in lockstep
+    assert report.passed, str(report)
+    assert max(report.loss_max_rel_diff, report.param_max_rel_diff) <= 1e-9
+
+
+def test_the_switch_is_what_makes_eval_mode_right(monkeypatch):
+    """The harness above sees a translator that traces training only: the twin then computes
+    training's branch in eval mode."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 5)
+    assert_modes_equal(TrainEval(), x)
+    monkeypatch.setattr(tr, "_TRACED_MODES", (True,))
+    with pytest.raises(AssertionError, match="^eval"):
+        assert_modes_equal(TrainEval(), x)
+
+
+class EvalShift(nn.Module):
+    """Alike in training whatever ``shift`` is; in eval, ``shift`` adds a line."""
+
+    def __init__(self, shift):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.shift = shift
+
+    def forward(self, x):
+        y = self.fc(x)
+        if self.training or not self.shift:
+            return y
+        return y + 1.0
+
+
+class ThreeHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = EvalShift(True), EvalShift(False), EvalShift(True)
+
+    def forward(self, x):
+        return self.a(x) + self.b(x) * 2.0 + self.c(x) * 3.0
+
+
+def test_instances_alike_in_training_but_not_in_eval_do_not_share_a_class():
+    torch.manual_seed(0)
+    result = assert_modes_equal(ThreeHeads(), torch.randn(3, 4))
+    source = result.source
+    assert "class EvalShift(nnx.Module):" in source and "class EvalShift2(nnx.Module):" in source
+    assert "EvalShift3" not in source
+    assert "test_translate.EvalShift: a, c." in source and "test_translate.EvalShift: b." in source
+    assert source.count("if self.deterministic:") == 1  # a and c, in one class
+
+
+class DropoutP0(nn.Module):
+    """``F.dropout(p=0)`` traces as a comment naming the mode: no branch for a comment."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return F.dropout(self.fc(x), 0.0, training=self.training)
+
+
+@pytest.mark.parametrize(
+    "model, x",
+    [(SmallCNN, lambda: torch.randn(2, 3, 16, 16)), (DropoutP0, lambda: torch.randn(2, 4))],
+    ids=["small_cnn", "dropout_p0"],
+)
+def test_a_module_without_training_branches_emits_no_switch(model, x, monkeypatch):
+    """Dropout and BatchNorm switch through NNX's own attributes: the file is the one tracing
+    training alone writes, line for line."""
+    torch.manual_seed(0)
+    torch_model = model()
+    source = tr.translate(torch_model, x()).source
+    assert "deterministic" not in source
+    monkeypatch.setattr(tr, "_TRACED_MODES", (True,))
+    assert tr.translate(torch_model, x()).source == source
+
+
+class Untraceable(nn.Module):
+    """Translatable in training; its eval branch has no rule."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        x = self.fc(x)
+        return x if self.training else torch.cumsum(x, 1)
+
+
+def test_modes_each_traced_and_the_users_modes_kept():
+    torch.manual_seed(0)
+    model = TrainEval()
+    model.bn.eval()  # a frozen BatchNorm inside a training model
+    result = tr.translate(model, torch.randn(2, 3, 6, 5))
+    assert model.training and not model.bn.training and model.head.training
+    assert result.module.deterministic is False
+    model.eval()
+    model.head.train()
+    result = tr.translate(model, torch.randn(2, 3, 6, 5))
+    assert not model.training and not model.bn.training and model.head.training
+    assert result.module.deterministic is True  # the twin comes in the torch module's mode
+    assert result.module.bn.use_running_average is True
+    torch.manual_seed(0)
+    assert_forward_equal(SmallCNN().eval(), torch.randn(2, 3, 16, 16))  # running statistics
+    assert_modes_equal(DropoutP0(), torch.randn(2, 4))
+    with pytest.raises(CompareError) as err:
+        tr.translate(Untraceable(), torch.randn(2, 4))
+    message = str(err.value)
+    assert message.startswith("in eval mode, the model: node cumsum") and "\n" not in message
+    assert "torch.cumsum(x, 1)" in message
+
+
+class NeverCalled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.spare = Scaled()
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_a_child_called_in_neither_mode_is_refused():
+    with pytest.raises(CompareError, match="^spare: Scaled is never called by its parent's"):
+        tr.translate(NeverCalled(), torch.randn(2, 4))
+
+
+@pytest.mark.slow
+def test_torchvision_googlenet_with_auxiliary_heads_in_both_modes():
+    """Three outputs in training (the auxiliary heads run), one in eval; dropout 0, since a
+    forward pass cannot feed torch's masks to the twin (``check`` does)."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.googlenet(
+        aux_logits=True, init_weights=True, num_classes=10, dropout=0.0, dropout_aux=0.0
+    )
+    result = assert_modes_equal(model, torch.randn(2, 3, 64, 64))
+    assert "class InceptionAux(nnx.Module)" in result.source
+    assert "if not self.deterministic:" in result.source
+
+
 # -- the tutorials' torch models ---------------------------------------------------------------
 
 TUTORIALS = {  # task: an example input (torch's layout)

@@ -7,6 +7,12 @@ attribute names (its ``nnx.State`` paths are the ``state_dict`` keys, and
 forward passes trace alike share one NNX class; the layer settings that differ between them
 (channels, strides) become its constructor's arguments, the rest stay literals.
 
+The module is traced twice, in training and in eval mode (``self.training`` is a Python
+value fx reads at trace time): a class whose forward pass traces alike in both is written once;
+one that traces otherwise (``if self.training:``) branches on ``self.deterministic``, which
+``nnx.Module.train()`` and ``.eval()`` flip, as torch's ``train()`` and ``eval()`` flip
+``self.training``. Instances share a class only when they trace alike in both modes.
+
 Layer settings come from the port rules (docs/PORTING.md), never Flax's defaults: explicit
 padding, torch's BatchNorm statistics (``jaxnets.layers.BatchNorm``), LayerNorm's epsilon,
 pooling's ``ceil_mode`` and ``count_include_pad``, exact or tanh GELU, ReLU6.
@@ -22,7 +28,9 @@ What cannot be translated (no rule for a layer or an op, control flow on a tenso
 one ``CompareError`` line naming the node, the op and the torch source line.
 """
 
+import contextlib
 import dataclasses
+import difflib
 import functools
 import inspect
 import math
@@ -133,6 +141,16 @@ class Instance:
     helpers: set = dataclasses.field(default_factory=set)
     group: object = None  # the Group it ended in
     values: list = None  # its argument values, in the group's parameter order
+    kind: str = "class"  # "class", "sequential" (an nnx.Sequential with transposes) or "root"
+    switch: bool = False  # its forward branches on the mode (torch's self.training)
+
+
+@dataclasses.dataclass
+class Uncalled:
+    """A child the forward pass does not call in the mode traced: the other mode's constructor
+    stands in for it, or ``message`` is the error when neither mode calls it."""
+
+    message: str
 
 
 class Group:
@@ -318,12 +336,7 @@ class Translator:
                 ctx.live[env[node].expr] = max(ctx.live[env[node].expr], live_until[src])
         inst.forward = lines
         self._build_init(inst, ctx)
-        inst.key = (
-            type(module),
-            tuple(inst.arguments),
-            tuple(re.sub(r"\(\d[\d, ]*\)", "", line) for line in lines),  # shapes aside
-            tuple((attr, _ctor_key(c)) for attr, c in inst.init),
-        )
+        inst.key = _instance_key(inst)
         self.instances.append(inst)
         return inst
 
@@ -350,7 +363,8 @@ class Translator:
             "return x" if back == _ident(out.dim()) else f"return x.transpose{back}"
         )
         inst.init = [("__super__", ctor)]
-        inst.key = ("root",)
+        inst.kind = "root"
+        inst.key = _instance_key(inst)
         inst.out_perm = _ident(out.dim())
         self.instances.append(inst)
         return inst
@@ -402,7 +416,7 @@ class Translator:
             return self.sequential(child, path, call)
         if isinstance(child, nn.ModuleList):
             if call is None:
-                raise Untranslatable(f"{path}: a ModuleList whose layers are never called")
+                return Uncalled(f"{path}: a ModuleList whose layers are never called")
             items = []
             for k, item in enumerate(child):
                 items.append(self.child_ctor(item, f"{path}.{k}", call.get(str(k))))
@@ -411,7 +425,11 @@ class Translator:
             child, nn.Sequential | nn.ModuleDict
         ):
             raise Untranslatable(f"{path}: no rule for torch.nn.{type(child).__name__}")
-        if call is None or not isinstance(call, Call):
+        if call is None:
+            return Uncalled(
+                f"{path}: {type(child).__name__} is never called by its parent's forward"
+            )
+        if not isinstance(call, Call):
             raise Untranslatable(
                 f"{path}: {type(child).__name__} is never called by its parent's forward"
             )
@@ -424,7 +442,9 @@ class Translator:
     def sequential(self, seq, path, call):
         """A torch Sequential with numbered layers: an ``nnx.Sequential`` of the same
         indices; stateless layers are functions in it (they keep their index)."""
-        if call is None or not isinstance(call, Call):
+        if call is None:
+            return Uncalled(f"{path}: a Sequential that is never called as a whole")
+        if not isinstance(call, Call):
             raise Untranslatable(f"{path}: a Sequential that is never called as a whole")
         (x,) = call.args
         perm = call.perms[0]
@@ -481,7 +501,8 @@ class Translator:
         inst.forward.append("return x")
         inst.init = [("__super__", ctor)]
         inst.out_perm = perm
-        inst.key = (type(seq), "sequential", tuple(inst.forward), _ctor_key(ctor))
+        inst.kind = "sequential"
+        inst.key = _instance_key(inst)
         self.instances.append(inst)
         return Ctor("", [], comment=ctor.comment, instance=inst)
 
@@ -577,7 +598,9 @@ class Translator:
         lines = [f"class {group.name}({base}):", doc.rstrip("\n"), ""]
         lines.append(f"    def __init__(self, {params}*, rngs: nnx.Rngs):")
         counter = iter(range(10**9))
-        if not first.init:
+        if first.switch and base == "nnx.Module":
+            lines.append(f"        {_SWITCH_INIT}")
+        if not first.init and not first.switch:
             lines.append("        pass")
         for attr, ctor in first.init:
             if isinstance(ctor, str):
@@ -586,6 +609,8 @@ class Translator:
             text = _render_ctor(ctor, group, counter, 2)
             if attr == "__super__":  # the layers of an nnx.Sequential subclass
                 lines.append("        super().__init__(" + text.removeprefix("nnx.Sequential("))
+                if first.switch:
+                    lines.append(f"        {_SWITCH_INIT}")
                 continue
             if ctor.comment:
                 lines.append(f"        # {ctor.comment}")
@@ -649,9 +674,26 @@ def _freeze(value):
     return repr(value)
 
 
+def _instance_key(inst):
+    """What instances sharing a class must have alike: the forward pass (in every mode, shapes
+    aside) and the constructors (a child's by its own key)."""
+    if inst.kind == "root":
+        return ("root",)
+    if inst.kind == "sequential":
+        return (type(inst.module), "sequential", tuple(inst.forward), _ctor_key(inst.init[0][1]))
+    return (
+        type(inst.module),
+        tuple(inst.arguments),
+        tuple(re.sub(r"\(\d[\d, ]*\)", "", line) for line in inst.forward),  # shapes aside
+        tuple((attr, _ctor_key(c)) for attr, c in inst.init),
+    )
+
+
 def _ctor_key(ctor):
     if isinstance(ctor, str):
         return ctor
+    if isinstance(ctor, Uncalled):
+        return ("uncalled",)
     if isinstance(ctor, list):
         return tuple(_ctor_key(c) for c in ctor)
     if isinstance(ctor, Lit):
@@ -827,6 +869,8 @@ class _Ctx:
             vals = [self.to_torch_layout(x) for x in a]
             inner = ", ".join(v.expr for v in vals) + ("," if len(vals) == 1 else "")
             return Val(f"({inner})", [v.perm for v in vals], tuple(v.value for v in vals))
+        if isinstance(a, torch.fx.Node) and _is_namedtuple(a.target):
+            return self.to_torch_layout(_namedtuple_items(a))
         if isinstance(a, torch.fx.Node) and isinstance(val.value, tuple | list):
             # a tuple-valued node (an LSTM's output): its tensor elements already in torch's
             # order (recurrent layers keep it)
@@ -932,10 +976,22 @@ class _Ctx:
         return call.out_perm
 
 
+def _is_namedtuple(target):
+    return isinstance(target, type) and issubclass(target, tuple) and hasattr(target, "_fields")
+
+
+def _namedtuple_items(node):
+    """The elements a namedtuple node is built from, in field order."""
+    fields = node.target._fields[len(node.args) :]
+    return (*node.args, *(node.kwargs[f] for f in fields if f in node.kwargs))
+
+
 def _op_name(node):
     t = node.target
     if node.op == "call_method":
         return t
+    if _is_namedtuple(t):
+        return "namedtuple"
     if t in _FUNCTION_NAMES:
         return _FUNCTION_NAMES[t]
     return getattr(t, "__name__", str(t))
@@ -1750,6 +1806,12 @@ def _clamp(ctx, node, args, kwargs):
     return Val(f"jnp.clip({x.expr}, {lo!r}, {hi!r})", x.perm)
 
 
+def _namedtuple(ctx, node, args, kwargs):
+    """A namedtuple (googlenet's ``GoogLeNetOutputs``): a plain tuple of its elements."""
+    items = ctx.arg(tuple(_namedtuple_items(node)))
+    return Alias(items), ""
+
+
 def _inplace(rule):
     """An in-place method: the same computation, pure; later reads of its input read the
     result (the generated code rebinds nothing in place)."""
@@ -1806,10 +1868,164 @@ OPS = {
     "max_pool2d": _pool_fn("max"),
     "avg_pool2d": _pool_fn("avg"),
     "clamp": _clamp,
+    "namedtuple": _namedtuple,
 }
 for _name in ("add", "sub", "mul", "div", "relu", "sigmoid", "tanh", "clamp"):
     OPS[_name + "_"] = OPS[_name]
 OPS = {k: v for k, v in OPS.items() if v is not None}
+
+
+# -- training and eval: one class for both modes ----------------------------------------------
+
+# The modes traced, training first (what cannot be translated in both reads as it always has).
+_TRACED_MODES = (True, False)
+
+# torch's ``self.training`` becomes ``not self.deterministic``: nnx's ``Module.train()`` and
+# ``.eval()`` set ``deterministic`` (and ``use_running_average``) on every submodule that has
+# the attribute, so the switch flips with the Dropout and BatchNorm layers (docs/TRANSLATE.md).
+_SWITCH = "deterministic"
+_SWITCH_INIT = f"self.{_SWITCH} = False  # torch's not self.training: model.eval() sets it"
+
+
+@contextlib.contextmanager
+def _in_mode(module, training):
+    """``module`` put in one mode as torch's ``train()`` does it; every submodule's own flag
+    back afterwards (a model may hold a frozen BatchNorm in eval inside a training one)."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.train(training)
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _is_code(line):
+    return not line.startswith("#")
+
+
+def _switch(eval_lines, train_lines):
+    """One forward pass from the two modes' straight-line code: the lines alike stay, each
+    stretch that differs goes into ``if not self.deterministic: <training> else: <eval>``
+    (torch's ``if self.training:`` order), so that either mode runs exactly its own lines. A
+    stretch differing only in comments keeps training's."""
+    out = []
+    matcher = difflib.SequenceMatcher(None, eval_lines, train_lines, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        evals, trains = eval_lines[i1:i2], train_lines[j1:j2]
+        if tag == "equal" or not any(map(_is_code, evals + trains)):
+            out += trains
+            continue
+        trains = trains if any(map(_is_code, trains)) else []
+        evals = evals if any(map(_is_code, evals)) else []
+        if trains:
+            out.append(f"if not self.{_SWITCH}:")
+            out += [f"    {line}" for line in trains]
+            if evals:
+                out.append("else:")
+        else:
+            out.append(f"if self.{_SWITCH}:")
+        out += [f"    {line}" for line in evals]
+    return out
+
+
+def _merge_ctor(a, b, where):
+    """One constructor from the two modes' (the same layers: the first mode's; a child only one
+    mode calls: that mode's)."""
+    if b is None or isinstance(b, Uncalled):
+        return a
+    if a is None or isinstance(a, Uncalled):
+        return b
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [_merge_ctor(x, y, where) for x, y in zip(a, b, strict=True)]
+    if isinstance(a, Ctor) and isinstance(b, Ctor):
+        if a.instance is not None and b.instance is not None:
+            if a.instance.module is b.instance.module:
+                return a
+        elif a.instance is None and b.instance is None and a.func == b.func:
+            if len(a.args) == len(b.args):
+                a.args = [_merge_ctor(x, y, where) for x, y in zip(a.args, b.args, strict=True)]
+                return a
+    elif a == b:  # literals and the source lines of parameters and buffers
+        return a
+    raise Untranslatable(f"{where}: translates to other layers in training than in eval mode")
+
+
+def _walk_ctors(item, visit):
+    """``visit`` on every constructor inside an ``__init__`` entry, nested ones too."""
+    if isinstance(item, list):
+        for sub in item:
+            _walk_ctors(sub, visit)
+    elif isinstance(item, Ctor | Uncalled):
+        visit(item)
+        for sub in getattr(item, "args", ()):
+            _walk_ctors(sub, visit)
+
+
+def _join_modes(runs):
+    """One translation from the translations of each mode (``runs``: ``(training,
+    translator, root)``, training first): an instance traced alike in both keeps its forward
+    pass; one traced otherwise gets the switch. The first run's translator comes back, holding
+    the joined instances (children before parents, the first run's order kept), their keys
+    (the class sharing) taken from both modes."""
+    joined, order = {}, []
+    for _, tr, _ in runs:
+        for inst in tr.instances:
+            first = joined.setdefault(id(inst.module), inst)
+            if first is inst:
+                order.append(inst)
+                continue
+            where = inst.path or "the model"
+            if first.arguments != inst.arguments:
+                raise Untranslatable(f"{where}: its inputs differ between training and eval mode")
+            module = inst.module
+            names = [*module._parameters, *module._buffers, *module._modules]
+            rank = {name: k for k, name in enumerate(names)}
+            theirs = dict(inst.init)
+            init = {
+                attr: _merge_ctor(c, theirs.get(attr), f"{where}.{attr}") for attr, c in first.init
+            }
+            init.update({attr: c for attr, c in inst.init if attr not in init})
+            first.init = sorted(init.items(), key=lambda item: rank.get(item[0], -1))
+            forward = _switch(inst.forward, first.forward)
+            if forward != first.forward:  # not a difference of comments alone
+                if _SWITCH in init:
+                    raise Untranslatable(
+                        f"{where}: an attribute named {_SWITCH!r}, the name the generated class "
+                        "switches between training and eval on"
+                    )
+                first.forward, first.switch = forward, True
+
+    ordered, seen = [], set()
+
+    def visit(inst):  # children first; a child's constructor names the joined instance
+        if id(inst) in seen:
+            return
+        seen.add(id(inst))
+        children = []
+
+        def adopt(ctor):
+            if isinstance(ctor, Uncalled):
+                raise Untranslatable(ctor.message)
+            if ctor.instance is not None:
+                ctor.instance = joined[id(ctor.instance.module)]
+                children.append(ctor.instance)
+
+        for _, ctor in inst.init:
+            _walk_ctors(ctor, adopt)
+        for child in children:
+            visit(child)
+        ordered.append(inst)
+
+    for inst in order:
+        visit(inst)
+    for inst in ordered:
+        inst.key = _instance_key(inst)
+    tr = runs[0][1]
+    tr.instances = ordered
+    for _, other, _ in runs[1:]:
+        tr.helpers |= other.helpers
+    return tr, joined[id(runs[0][2].module)]
 
 
 # -- the public entry -----------------------------------------------------------------------
@@ -1828,7 +2044,8 @@ class Translation:
     namespace: types.ModuleType = None
 
     def new_module(self, torch_module=None):
-        """A fresh instance of the generated class holding ``torch_module``'s weights."""
+        """A fresh instance of the generated class holding ``torch_module``'s weights, in
+        training mode (as NNX builds it)."""
         model = getattr(self.namespace, self.class_name)(rngs=nnx.Rngs(0))
         source = torch_module if torch_module is not None else self.torch_module
         return port.torch_to_nnx(port.torch_state_dict(source), model)
@@ -1976,8 +2193,9 @@ def _load(source, class_name):
 
 def translate(torch_module, example_inputs, *, class_name=None):
     """Readable Flax NNX source for ``torch_module`` (traced on ``example_inputs``, a tensor
-    or a tuple of them, in torch's layout), its class built with the torch weights; see the
-    module docstring. What cannot be translated raises ``CompareError`` in one line."""
+    or a tuple of them, in torch's layout, in training and in eval mode), its class built
+    with the torch weights, in the torch module's mode; see the module docstring. What cannot
+    be translated raises ``CompareError`` in one line."""
     import copy
 
     if not isinstance(torch_module, nn.Module):
@@ -1988,17 +2206,28 @@ def translate(torch_module, example_inputs, *, class_name=None):
     if class_name is not None and not str(class_name).isidentifier():
         raise CompareError(f"class_name {class_name!r} is not a Python identifier")
     work = copy.deepcopy(torch_module)  # tracing runs it: its statistics must not move
-    work.train(torch_module.training)
-    tr = Translator()
     in_perms = tuple(
         _channels_last(x.dim()) if x.dim() == 4 else _ident(x.dim()) for x in example_inputs
     )
-    root = tr.instance(work, "", example_inputs, in_perms)
+    runs = []
+    for training in _TRACED_MODES:
+        with _in_mode(work, training):
+            tr = Translator()
+            try:
+                root = tr.instance(work, "", example_inputs, in_perms)
+            except Untranslatable as err:
+                if training:
+                    raise
+                raise Untranslatable(f"in eval mode, {err}") from None
+        runs.append((training, tr, root))
+    tr, root = _join_modes(runs)
     class_name = class_name or type(torch_module).__name__
     source = _format(tr.source(root, class_name, torch_module, example_inputs))
     namespace = _load(source, class_name)
     model = getattr(namespace, class_name)(rngs=nnx.Rngs(0))
     port.torch_to_nnx(port.torch_state_dict(torch_module), model)
+    if not torch_module.training:  # the twin in the mode the torch module is in
+        model.eval()
     return Translation(source, model, class_name, torch_module, example_inputs, namespace)
 
 

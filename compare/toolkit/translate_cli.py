@@ -109,7 +109,7 @@ def run(
         if path is not None and not Path(path).parent.is_dir():
             raise CompareError(f"{path}: no such directory {Path(path).parent}")
     model = build(target, parse_kwargs(kwargs))
-    model.train()  # the lockstep trains it: trace what training computes
+    model.train()  # check's probes and default batches run it as the lockstep will
     example = parse_input(input_spec)
     start = time.perf_counter()
     result = translate(model, example, class_name=class_name)
