@@ -27,7 +27,7 @@ PROPERTY = settings(
     derandomize=True,
     database=None,
     deadline=None,
-    max_examples=4,
+    max_examples=3,
     # a check takes seconds: shrinking a failure would take many minutes in CI, so a failure
     # shows the drawn model whole instead (its report and generated source with it)
     phases=[Phase.explicit, Phase.generate],
