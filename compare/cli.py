@@ -364,7 +364,12 @@ def build_parser():
         "below 100)",
     )
     p.add_argument("--out", metavar="FILE.py", help="write the source there (default: stdout)")
-    p.add_argument("--weights", metavar="FILE.safetensors", help="save the ported Flax weights")
+    p.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="save the ported Flax weights: PATH.safetensors (one flat file), any other PATH a "
+        "new Orbax checkpoint directory of nnx.state (docs/TRANSLATE.md restores it)",
+    )
     p.add_argument("--class-name", help="the generated top class (default: the torch class's)")
     p.add_argument("--check", action="store_true", help="float64 lockstep on the spot")
     p.add_argument("--steps", type=_positive, default=5, help="--check's steps (default 5)")

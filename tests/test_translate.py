@@ -3,11 +3,17 @@
 Fast tier: a small CNN and a recurrent net translate and pass ``check`` in float64; every
 layer and op rule the translator has is run against torch's forward pass (a wrong rule, a
 dim not remapped, a missing transpose, shows as an O(1) difference; ``test_a_broken_rule_
-is_caught`` proves the harness sees one); random compositions of the supported layers; the
-tutorials' torch models translate to the parameter tree of their hand-written twins; what
-cannot be translated ends in one line, exit 2 and no file. Slow tier: torchvision's
-resnet18 through the command line.
+is_caught`` proves the harness sees eight kinds of slip), and ``test_every_rule_is_exercised_
+by_a_case`` holds the translator's rule tables to those cases; the tutorials' torch models
+translate to the parameter tree of their hand-written twins; the command's weights, as
+``.safetensors`` and as an Orbax checkpoint restored by docs/TRANSLATE.md's own lines; what
+cannot be translated ends in one line, exit 2 and no file. Random compositions of the
+supported layers: tests/test_translate_property.py. Slow tier: torchvision's resnet18
+through the command line.
 """
+
+import copy
+import functools
 
 import numpy as np
 import pytest
@@ -182,18 +188,26 @@ def test_the_source_is_the_module_and_its_state_paths_are_the_torch_keys():
 
 
 # -- every rule against torch's forward pass ----------------------------------------------------
+#
+# Three case tables: OPS (a function of a conv's channels-last output), LAYERS (a layer after a
+# 1x1 conv) and SEQUENCES (token inputs: embeddings and recurrent stacks) run through
+# ``assert_forward_equal``; CHECK_ONLY holds what only a lockstep can judge (dropout draws
+# masks, so ``check`` feeds both sides the same ones). ``test_every_rule_is_exercised_by_a_case``
+# holds the translator's rule tables (``tr.OPS``, ``tr.LEAVES``) to these: a rule added without
+# a case fails it.
 
 
-class Lambda(nn.Module):
-    """A conv feeding one op, so that the op meets a channels-last value."""
+def _in_place(method, *args):
+    """``y.method_(*args)`` on a copy, then reads of both: torch's ``y`` is the result from
+    there on, and the unchanged ``z`` tells a dropped update from a kept one."""
 
-    def __init__(self, fn, channels=4, conv=True):
-        super().__init__()
-        self.conv = nn.Conv2d(3, channels, 3, padding=1) if conv else nn.Identity()
-        self.fn = fn
+    def fn(x):
+        y = x * 1.0
+        z = y * 2.0
+        getattr(y, method)(*args)
+        return y + z
 
-    def forward(self, x):
-        return self.fn(self.conv(x))
+    return fn
 
 
 OPS = {
@@ -202,14 +216,14 @@ OPS = {
     "mul_broadcast": lambda x: x * x.mean((2, 3), keepdim=True),
     "neg_exp": lambda x: torch.exp(-x),
     "relu": F.relu,
-    "relu6": F.relu6,
+    "relu6": lambda x: F.relu6(10 * x),  # scaled: a conv's outputs rarely reach 6
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
     "gelu": F.gelu,
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "silu": F.silu,
-    "hardswish": F.hardswish,
-    "hardsigmoid": F.hardsigmoid,
+    "hardswish": lambda x: F.hardswish(10 * x),  # both sides of its kinks at -3 and 3
+    "hardsigmoid": lambda x: F.hardsigmoid(10 * x),
     "leaky_relu": lambda x: F.leaky_relu(x, 0.2),
     "softmax_channels": lambda x: F.softmax(x, dim=1),
     "log_softmax_width": lambda x: F.log_softmax(x, dim=-1),
@@ -217,6 +231,7 @@ OPS = {
     "flatten_middle": lambda x: torch.flatten(x, 1, 2),
     "view": lambda x: x.view(x.size(0), -1),
     "reshape_shape": lambda x: x.reshape(x.shape[0], 2, -1),
+    "contiguous_view": lambda x: x.permute(0, 3, 2, 1).contiguous().view(x.size(0), -1),
     "cat_channels": lambda x: torch.cat([x, x * 2], 1),
     "mean_spatial": lambda x: x.mean((2, 3)),
     "sum_channels": lambda x: torch.sum(x, 1),
@@ -226,38 +241,47 @@ OPS = {
     "chunk": lambda x: torch.chunk(x, 2, dim=1)[1],
     "getitem": lambda x: x[:, 1:3, :, -1],
     "size_arith": lambda x: x.view(x.size(0), x.size(1) // 2, -1),
+    "layer_norm_fn": lambda x: F.layer_norm(x, (5,), eps=1e-3),
     "adaptive_divisible": lambda x: F.adaptive_avg_pool2d(x, (2, 2)),
     "adaptive_uneven": lambda x: F.adaptive_avg_pool2d(x, 3),
     "max_pool_ceil": lambda x: F.max_pool2d(x, 3, 2, ceil_mode=True),
     "avg_pool_pad": lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
     "clamp": lambda x: torch.clamp(x, -0.5, 0.5),
     "dropout_p0": lambda x: F.dropout(x, 0.0),
+    "add_in_place": _in_place("add_", 1.0),
+    "sub_in_place": _in_place("sub_", 0.5),
+    "mul_in_place": _in_place("mul_", 3.0),
+    "div_in_place": _in_place("div_", 4.0),
+    "relu_in_place": _in_place("relu_"),
+    "sigmoid_in_place": _in_place("sigmoid_"),
+    "tanh_in_place": _in_place("tanh_"),
+    "clamp_in_place": _in_place("clamp_", -0.5, 0.5),
 }
 
 
-class Op(nn.Module):
+class OpAfterConv(nn.Module):
+    """A conv feeding one op, so that the op meets a channels-last value."""
+
     def __init__(self, fn):
         super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
         self.fn = fn
 
     def forward(self, x):
-        return self.fn(x)
+        return self.fn(self.conv(x))
 
 
-@pytest.mark.parametrize("name", sorted(OPS))
-def test_each_op_rule_computes_what_torch_computes(name):
-    torch.manual_seed(0)
-    fn = OPS[name]
+class LayerNormFunctional(nn.Module):
+    """``F.layer_norm`` with the module's own weight and bias (read through get_attr)."""
 
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.weight = nn.Parameter(torch.randn(5))
+        self.bias = nn.Parameter(torch.randn(5))
 
-        def forward(self, x):
-            return fn(self.conv(x))
-
-    assert_forward_equal(Net(), torch.randn(2, 3, 6, 5))
+    def forward(self, x):
+        return F.layer_norm(self.conv(x), (5,), self.weight, self.bias, 1e-4)
 
 
 class InPlace(nn.Module):
@@ -272,91 +296,401 @@ class InPlace(nn.Module):
         return y + z
 
 
+class SideBySide(nn.Module):
+    """Each layer on the same input, scaled so that it spans every kink (ReLU6's 6, Hardswish's
+    -3 and 3); their outputs side by side. Stacked instead, a tanh would squeeze what the
+    layers after it see into (-1, 1), where ReLU6 is ReLU."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        for k, layer in enumerate(layers):
+            self.add_module(f"act{k}", layer)
+
+    def forward(self, x):
+        return torch.cat([layer(10 * x) for layer in self.children()], dim=1)
+
+
+def _stochastic_depth_p0():
+    from torchvision.ops import StochasticDepth  # fx keeps its stochastic_depth as one call
+
+    return StochasticDepth(0.0, "row")
+
+
 LAYERS = {
     "conv_strided_dilated_grouped": lambda: nn.Conv2d(4, 6, 3, 2, 2, dilation=2, groups=2),
     "conv_same": lambda: nn.Conv2d(4, 4, 4, padding="same", bias=False),
     "conv1d": lambda: nn.Sequential(nn.Flatten(2), nn.Conv1d(4, 5, 3, padding=1)),
     "conv_transpose": lambda: nn.ConvTranspose2d(4, 3, 3, 2, 1, output_padding=1),
+    "conv_transpose_dilated": lambda: nn.ConvTranspose2d(4, 2, 2, 1, 1, dilation=2, bias=False),
     "batchnorm": lambda: nn.BatchNorm2d(4, momentum=0.2, eps=1e-3),
     "batchnorm1d": lambda: nn.Sequential(nn.Flatten(), nn.BatchNorm1d(4 * 30)),
     "groupnorm": lambda: nn.GroupNorm(2, 4, eps=1e-4),
     "layernorm": lambda: nn.LayerNorm(5, eps=1e-3),
     "maxpool_padded": lambda: nn.MaxPool2d(3, 2, 1),
+    "maxpool_ceil": lambda: nn.MaxPool2d(2, ceil_mode=True),
     "avgpool": lambda: nn.AvgPool2d(2),
+    "avgpool_padded_excluded": lambda: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
+    "pool1d": lambda: nn.Sequential(
+        nn.Flatten(2), nn.MaxPool1d(3, 2, 1), nn.AvgPool1d(2), nn.AdaptiveAvgPool1d(4)
+    ),
     "adaptive_max": lambda: nn.AdaptiveMaxPool2d(2),
+    "adaptive_max_uneven": lambda: nn.AdaptiveMaxPool2d((4, 3)),
     "adaptive_avg_bigger": lambda: nn.AdaptiveAvgPool2d((7, 7)),
-    "activations": lambda: nn.Sequential(
+    "adaptive_avg_keep_one_axis": lambda: nn.AdaptiveAvgPool2d((None, 2)),
+    "activations": lambda: SideBySide(
         nn.ReLU(), nn.ELU(0.5), nn.Tanh(), nn.SiLU(), nn.GELU(), nn.Hardswish(), nn.ReLU6()
+    ),
+    "activations_more": lambda: SideBySide(
+        nn.LeakyReLU(0.3), nn.GELU("tanh"), nn.Sigmoid(), nn.Identity(), nn.Hardsigmoid()
     ),
     "softmax": lambda: nn.Sequential(nn.Softmax(dim=1), nn.LogSoftmax(dim=2)),
     "flatten_linear": lambda: nn.Sequential(nn.Flatten(), nn.Linear(120, 3)),
+    "linear_on_width": lambda: nn.Linear(5, 2, bias=False),
+    "stochastic_depth_p0": _stochastic_depth_p0,
+}
+MODULES = {  # whole models of their own
     "in_place": InPlace,
+    "layer_norm_functional": LayerNormFunctional,
 }
 
 
-@pytest.mark.parametrize("name", sorted(LAYERS))
+def op_case(name):
+    torch.manual_seed(0)
+    return OpAfterConv(OPS[name]), torch.randn(2, 3, 6, 5)
+
+
+def layer_case(name):
+    torch.manual_seed(0)
+    if name in MODULES:
+        return MODULES[name](), torch.randn(2, 3, 6, 5)
+    return nn.Sequential(nn.Conv2d(3, 4, 1), LAYERS[name]()), torch.randn(2, 3, 6, 5)
+
+
+class SequenceNet(nn.Module):
+    """Embedding, a recurrent stack, a readout of its outputs or its final state, a head."""
+
+    def __init__(self, rnn, readout, vocab=11, classes=3):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, rnn.input_size)
+        self.rnn = rnn
+        self.readout = readout
+        width = rnn.hidden_size * (2 if rnn.bidirectional else 1)
+        self.head = nn.Linear(rnn.hidden_size if readout == "state" else width, classes)
+
+    def forward(self, tokens):
+        x = self.embed(tokens)  # (batch, time, features)
+        if not self.rnn.batch_first:
+            x = x.transpose(0, 1)  # time-major: only the layout bookkeeping moves
+        out, state = self.rnn(x)
+        time = 1 if self.rnn.batch_first else 0
+        if self.readout == "state":
+            h_n = state[0] if isinstance(self.rnn, nn.LSTM) else state
+            features = h_n[-1]  # the last layer's last direction
+        elif self.readout == "mean":
+            features = out.mean(dim=time)
+        else:
+            features = out[:, -1] if self.rnn.batch_first else out[-1]
+        return self.head(features)
+
+
+class TwoRecurrent(nn.Module):
+    """An LSTM (time-major) feeding an RNN (batch-first): the transposes between them."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(11, 4)
+        self.lstm = nn.LSTM(4, 5)
+        self.rnn = nn.RNN(5, 3, batch_first=True)
+
+    def forward(self, tokens):
+        out, (h, c) = self.lstm(self.embed(tokens).transpose(0, 1))
+        out, h = self.rnn(out.transpose(0, 1))
+        return torch.cat([out[:, -1], h[0]], dim=1)
+
+
+SEQUENCES = {
+    "lstm_then_rnn": TwoRecurrent,
+    "gru_stacked_bidirectional": lambda: SequenceNet(
+        nn.GRU(4, 5, num_layers=2, bidirectional=True, batch_first=True), "last"
+    ),
+    "lstm_bidirectional_state": lambda: SequenceNet(
+        nn.LSTM(3, 4, num_layers=2, bidirectional=True), "state"
+    ),
+    "rnn_mean": lambda: SequenceNet(nn.RNN(5, 4, batch_first=True), "mean"),
+}
+
+
+def sequence_case(name):
+    torch.manual_seed(0)
+    return SEQUENCES[name](), torch.randint(0, 11, (2, 6))
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_each_op_rule_computes_what_torch_computes(name):
+    assert_forward_equal(*op_case(name))
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS) + sorted(MODULES))
 def test_each_layer_rule_computes_what_torch_computes(name):
+    assert_forward_equal(*layer_case(name))
+
+
+@pytest.mark.parametrize("name", sorted(SEQUENCES))
+def test_each_recurrent_rule_computes_what_torch_computes(name):
+    assert_forward_equal(*sequence_case(name))
+
+
+CHECK_ONLY = {  # dropout: its masks are fed to both sides by check, matched by name
+    "dropout_features": lambda: nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Dropout(0.3), nn.Linear(4 * 4 * 3, 3)
+    ),
+    "dropout_channels_last": lambda: nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    ),
+}
+
+
+def check_only_case(name):
     torch.manual_seed(0)
-    first = nn.Conv2d(3, 4, 1)
-    model = nn.Sequential(first, LAYERS[name]()) if name != "in_place" else InPlace()
-    assert_forward_equal(model, torch.randn(2, 3, 6, 5))
+    return CHECK_ONLY[name](), torch.randn(3, 3, 6, 5)
 
 
-def test_recurrent_layers_and_embeddings_compute_what_torch_computes():
-    torch.manual_seed(0)
-
-    class Seq(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(11, 4)
-            self.lstm = nn.LSTM(4, 5)  # time-major: the transpose below meets it
-            self.rnn = nn.RNN(5, 3, batch_first=True)
-
-        def forward(self, tokens):
-            out, (h, c) = self.lstm(self.embed(tokens).transpose(0, 1))
-            out, h = self.rnn(out.transpose(0, 1))
-            return torch.cat([out[:, -1], h[0]], dim=1)
-
-    assert_forward_equal(Seq(), torch.randint(0, 11, (2, 6)))
+@pytest.mark.parametrize("name", sorted(CHECK_ONLY))
+def test_each_dropout_rule_trains_as_torch_does(name):
+    result = tr.translate(*check_only_case(name))
+    report = result.check(steps=2)
+    assert report.passed and report.dropout.startswith("masks"), str(report)
+    assert max(report.loss_max_rel_diff, report.param_max_rel_diff) <= 1e-9
 
 
-def test_a_broken_rule_is_caught(monkeypatch):
-    """The harness above sees a wrong rule: a flatten that forgets to put the channels first
-    gives other numbers to the next layer."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 3, 2))
-    x = torch.randn(2, 3, 6, 5)
-    assert_forward_equal(model, x)
-    monkeypatch.setattr(tr, "_order_free", lambda perm, shape: True)  # never transposes
-    with pytest.raises(AssertionError):
-        assert_forward_equal(model, x)
-
-
-def test_random_compositions_of_layers_translate_and_train_alike():
-    """A property: any stack of the supported image layers (drawn, seeded) translates, and the
-    pair trains alike in float64."""
-    rng = np.random.default_rng(1)
-    choices = [
-        lambda c: (nn.Conv2d(c, 6, 3, padding=1), 6),
-        lambda c: (nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False), c),
-        lambda c: (nn.BatchNorm2d(c), c),
-        lambda c: (nn.GroupNorm(1, c), c),
-        lambda c: (nn.ReLU(), c),
-        lambda c: (nn.Hardswish(), c),
-        lambda c: (nn.GELU(), c),
-        lambda c: (nn.MaxPool2d(2, ceil_mode=True), c),
+def _case_builders():
+    """Every harness case: its label, a function building (model, input) afresh, and how its
+    test judges it (``assert_forward_equal`` or ``check``)."""
+    tables = [
+        ("OPS", OPS, op_case, "forward"),
+        ("LAYERS", {**LAYERS, **MODULES}, layer_case, "forward"),
+        ("SEQUENCES", SEQUENCES, sequence_case, "forward"),
+        ("CHECK_ONLY", CHECK_ONLY, check_only_case, "check"),
     ]
-    for case in range(3):
-        torch.manual_seed(case)
-        layers, c = [], 3
-        for k in rng.integers(0, len(choices), 4):
-            layer, c = choices[k](c)
-            layers.append(layer)
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 4)]
-        model = nn.Sequential(*layers)
-        result = tr.translate(model, torch.randn(3, 3, 7, 7))
-        report = result.check(steps=2)
-        assert report.passed, f"{model}\n{report}"
+    for table, names, build, judge in tables:
+        for name in names:
+            yield f"{table}[{name}]", functools.partial(build, name), judge
+
+
+def _all_cases():
+    for label, build, _ in _case_builders():
+        yield label, build()
+
+
+def rules_used(model, x):
+    """The keys of ``tr.OPS`` and ``tr.LEAVES`` the translation of ``model`` looks up and
+    finds: the rules that wrote its code."""
+    used = set()
+
+    class Recording(dict):
+        def get(self, key, default=None):
+            if key in self:
+                used.add(key)
+            return super().get(key, default)
+
+    # the tracing pass alone, as translate starts it: the rules are looked up there, and
+    # building the generated module (a compile per new weight shape) would cost far more
+    layouts = (tr._channels_last(4) if x.dim() == 4 else tr._ident(x.dim()),)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tr, "OPS", Recording(tr.OPS))
+        patch.setattr(tr, "LEAVES", Recording(tr.LEAVES))
+        tr.Translator().instance(copy.deepcopy(model), "", (x,), layouts)
+    return used
+
+
+def untested_rules(cases):
+    """The op names and layer classes of the rule tables that no ``(model, input)`` of
+    ``cases`` looks up."""
+    used = set()
+    for model, x in cases:
+        used |= rules_used(model, x)
+    return sorted(set(tr.OPS) - used), sorted(t.__name__ for t in set(tr.LEAVES) - used)
+
+
+def test_every_rule_is_exercised_by_a_case():
+    """Each entry of the translator's rule tables is looked up by some harness case above, so
+    a rule added without a case (or a case that stops reaching its rule) fails here."""
+    ops, layers = untested_rules(case for _, case in _all_cases())
+    assert not ops and not layers, f"rules without a harness case: ops {ops}, layers {layers}"
+
+
+def test_a_rule_without_a_case_is_named(monkeypatch):
+    """What the test above reports: rules added to the tables that no case reaches are named,
+    and a rule a case reaches is not."""
+    monkeypatch.setitem(tr.OPS, "cumsum", lambda *args: None)
+    monkeypatch.setitem(tr.LEAVES, nn.Softplus, tr.Fn("jax.nn.softplus({x})"))
+    ops, layers = untested_rules([op_case("relu")])
+    assert "cumsum" in ops and "Softplus" in layers
+    assert "relu" not in ops and "Conv2d" not in layers
+
+
+# -- a broken rule fails its harness case ------------------------------------------------------
+
+
+def _reads_torch_dim(fn):
+    """The softmax rule with torch's dim used as the axis: the remapping to the layout left out."""
+
+    def rule(ctx, node, args, kwargs):
+        x = args[0]
+        dim = tr._kw(args, kwargs, 1, "dim")
+        return tr.Val(f"jax.nn.{fn}({x.expr}, axis={dim % x.value.dim()})", x.perm)
+
+    return rule
+
+
+class _WithoutDilation(tr.ConvLeaf):
+    def ctor(self, m):
+        ctor = super().ctor(m)
+        ctor.args = [a for a in ctor.args if a.name != "kernel_dilation"]
+        return ctor
+
+
+class _TimeMajorAlways(tr.RecurrentLeaf):
+    def ctor(self, m):
+        ctor = super().ctor(m)
+        for a in ctor.args:
+            if a.name == "batch_first":
+                a.value = False
+        return ctor
+
+
+BROKEN = {  # a rule made wrong the way a slip would make it, and the case that must fail
+    "flatten without its transpose": (
+        lambda patch: patch.setattr(tr, "_order_free", lambda perm, shape: True),
+        lambda: layer_case("flatten_linear"),
+    ),
+    "softmax's dim not remapped": (
+        lambda patch: patch.setitem(tr.OPS, "softmax", _reads_torch_dim("softmax")),
+        lambda: op_case("softmax_channels"),
+    ),
+    "relu6 written as relu": (
+        lambda patch: patch.setitem(tr.OPS, "relu6", tr.OPS["relu"]),
+        lambda: op_case("relu6"),
+    ),
+    "an in-place mul written as add": (
+        lambda patch: patch.setitem(tr.OPS, "mul_", tr.OPS["add"]),
+        lambda: op_case("mul_in_place"),
+    ),
+    "LeakyReLU's slope dropped": (
+        lambda patch: patch.setitem(tr.LEAVES, nn.LeakyReLU, tr.Fn("jax.nn.leaky_relu({x})")),
+        lambda: layer_case("activations_more"),
+    ),
+    "a convolution's dilation dropped": (
+        lambda patch: patch.setitem(tr.LEAVES, nn.Conv2d, _WithoutDilation()),
+        lambda: layer_case("conv_strided_dilated_grouped"),
+    ),
+    "max pooling's ceil_mode ignored": (
+        lambda patch: patch.setattr(
+            tr, "_pool_padding", lambda size, k, s, p, ceil: tuple((q, q) for q in p)
+        ),
+        lambda: layer_case("maxpool_ceil"),
+    ),
+    "a batch-first GRU run time-major": (
+        lambda patch: patch.setitem(tr.LEAVES, nn.GRU, _TimeMajorAlways()),
+        lambda: sequence_case("gru_stacked_bidirectional"),
+    ),
+}
+
+
+@pytest.mark.parametrize("slip", sorted(BROKEN))
+def test_a_broken_rule_is_caught(monkeypatch, slip):
+    """The harness sees a wrong rule: each slip below passes its case when the rule is right
+    and fails it (other numbers, or another shape) when the rule is broken."""
+    breaks, case = BROKEN[slip]
+    assert_forward_equal(*case())
+    breaks(monkeypatch)
+    with pytest.raises(AssertionError):
+        assert_forward_equal(*case())
+
+
+def _perturbed_op(rule):
+    """``rule``, its result made wrong: a float tensor (or each of a list of them) scaled, an
+    integer or a shape one more."""
+
+    def wrapped(ctx, node, args, kwargs):
+        result = rule(ctx, node, args, kwargs)
+        val, comment = result if isinstance(result, tuple) else (result, "")
+        val = val.val if isinstance(val, tr.Alias) else val
+        value = ctx.values.get(node)
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return tr.Val(f"({val.expr}) * 1.25", val.perm), comment
+        if isinstance(value, tuple | list) and all(
+            isinstance(t, torch.Tensor) and t.is_floating_point() for t in value
+        ):  # chunk's pieces
+            return tr.Val(f"[t * 1.25 for t in {val.expr}]", val.perm), comment
+        if isinstance(value, torch.Size):
+            return tr.Val(f"tuple(d + 1 for d in {val.expr})", val.perm), comment
+        if isinstance(value, int) and not isinstance(value, bool):
+            return tr.Val(f"({val.expr}) + 1", val.perm), comment
+        return result
+
+    return wrapped
+
+
+def _rotated(perm):
+    if isinstance(perm, list):
+        return [_rotated(perm[0]), *perm[1:]]
+    return perm[1:] + perm[:1]
+
+
+class _PerturbedLeaf(tr.Leaf):
+    """A layer rule made wrong: a stateless layer's output scaled; a layer with weights (whose
+    call the caller writes itself) claiming the wrong layout for its output."""
+
+    def __init__(self, rule, stateful):
+        self.rule, self.stateful = rule, stateful
+
+    def needs(self, m, x, perm):
+        return self.rule.needs(m, x, perm)
+
+    def ctor(self, m):
+        return self.rule.ctor(m)
+
+    def call(self, m, expr, x, perm, helpers, where):
+        call, out_perm = self.rule.call(m, expr, x, perm, helpers, where)
+        if self.stateful:
+            return call, _rotated(out_perm)
+        return f"({call}) * 1.25", out_perm
+
+
+def _fails(build, judge):
+    model, x = build()
+    try:
+        if judge == "check":
+            return not tr.translate(model, x).check(steps=1).passed
+        assert_forward_equal(model, x)
+    except Exception:  # a wrong shape, a failed assertion, a crash: the case caught it
+        return True
+    return False
+
+
+@pytest.mark.slow
+def test_every_rule_made_wrong_fails_a_case():
+    """Mutation testing of the rule tables: each rule of ``tr.OPS`` and ``tr.LEAVES`` in turn
+    is made wrong (``_perturbed_op``, ``_PerturbedLeaf``), and some harness case that uses it
+    must fail. A survivor is a rule whose cases do not look at what it computes."""
+    users = {}
+    builders = list(_case_builders())
+    for label, build, judge in builders:
+        for key in rules_used(*build()):
+            users.setdefault(key, []).append((label, build, judge))
+    survivors = []
+    for key in [*tr.OPS, *tr.LEAVES]:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(tr, "_format", lambda source: source)
+            if key in tr.OPS:
+                patch.setitem(tr.OPS, key, _perturbed_op(tr.OPS[key]))
+            else:
+                stateful = issubclass(key, tr._STATEFUL)
+                patch.setitem(tr.LEAVES, key, _PerturbedLeaf(tr.LEAVES[key], stateful))
+            if not any(_fails(build, judge) for _, build, judge in users.get(key, [])):
+                survivors.append(key if isinstance(key, str) else key.__name__)
+    assert not survivors, f"rules made wrong that no case caught: {survivors}"
 
 
 # -- training and eval: torch's self.training as the NNX switch -------------------------------
@@ -718,6 +1052,124 @@ def test_the_command_writes_the_file_and_the_weights_and_checks(cli, tmp_path):
     back = port.nnx_to_torch(model)
     for key, value in reference.state_dict().items():
         np.testing.assert_array_equal(back[key], value.numpy())
+
+
+ORBAX_MODELS = """import torch
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Dropout(0.25)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+        with torch.no_grad():  # statistics of their own: a restore that drops them shows
+            self.bn.running_mean.normal_()
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.bn(self.conv(x))), 2)
+        return self.fc(self.drop(torch.flatten(x, 1)))
+"""
+
+
+def _docs_restore_block():
+    """The Python block of docs/TRANSLATE.md marked ``orbax-restore``, as written there."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "TRANSLATE.md").read_text()
+    after = text.split("<!-- orbax-restore", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def _orbax_command(cli, tmp_path, monkeypatch, *extra):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "orbaxmodels.py").write_text(ORBAX_MODELS)
+    target = ["translate", "orbaxmodels:SmallCNN", "--input", "2,3,8,8"]
+    return cli(*target, "--out", tmp_path / "cnn_nnx.py", *extra)
+
+
+def test_the_command_saves_an_orbax_checkpoint_the_docs_restore(cli, tmp_path, monkeypatch):
+    """``--weights DIR``: an Orbax checkpoint of ``nnx.state``; docs/TRANSLATE.md's lines,
+    run as written, restore it into the generated class: every parameter and BatchNorm
+    statistic is torch's, and the restored model computes what torch computes."""
+    import json
+    import sys
+
+    code, stdout, stderr = _orbax_command(
+        cli, tmp_path, monkeypatch, "--weights", tmp_path / "cnn_ckpt", "--json"
+    )
+    assert code == 0, stderr
+    payload = json.loads(stdout)
+    assert payload["weights_format"] == "orbax"
+    assert payload["weights"] == str(tmp_path / "cnn_ckpt")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    try:
+        exec(compile(_docs_restore_block(), "docs/TRANSLATE.md", "exec"), namespace)
+    finally:
+        sys.modules.pop("cnn_nnx", None)
+    model = namespace["model"]
+
+    import orbaxmodels
+
+    torch.manual_seed(0)  # what the command does before building the model
+    reference = orbaxmodels.SmallCNN()
+    want = {key: value.numpy() for key, value in reference.state_dict().items()}
+    got = port.nnx_to_torch(model)
+    assert set(got) == set(want)
+    for key, value in want.items():
+        np.testing.assert_array_equal(np.asarray(got[key]), value, err_msg=key)
+    stats = nnx.state(model, nnx.BatchStat)
+    restored_stats = {".".join(map(str, path)) for path, _ in nnx.to_flat_state(stats)}
+    assert restored_stats == {"bn.mean", "bn.var", "bn.num_batches_tracked"}
+    reference.eval()
+    model.eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = reference(x).numpy()
+    out = np.asarray(model(x.numpy().transpose(0, 2, 3, 1)))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_command_refuses_an_existing_checkpoint_path(cli, tmp_path, monkeypatch):
+    existing = tmp_path / "cnn_ckpt"
+    existing.mkdir()
+    (existing / "keep").write_text("mine")
+    code, stdout, stderr = _orbax_command(cli, tmp_path, monkeypatch, "--weights", existing)
+    assert code == 2 and stdout == ""
+    assert stderr.strip().splitlines() == [
+        f"error: --weights {existing}: already exists; an Orbax checkpoint is written to a new path"
+    ]
+    assert [p.name for p in existing.iterdir()] == ["keep"]
+    assert not (tmp_path / "cnn_nnx.py").exists()  # refused before any work
+    code, _, stderr = _orbax_command(cli, tmp_path, monkeypatch, "--weights", tmp_path / "w.pt")
+    assert code == 2 and "not torch's format" in stderr
+    assert not (tmp_path / "w.pt").exists() and not (tmp_path / "cnn_nnx.py").exists()
+
+
+def test_a_checkpoint_that_fails_midway_leaves_nothing(cli, tmp_path, monkeypatch):
+    """Orbax fails after writing part of the checkpoint: no directory at the path, no staging
+    beside it, no source either (the weights are written first)."""
+    import orbax.checkpoint as ocp
+
+    def save_half(self, directory, *args, **kwargs):
+        from pathlib import Path
+
+        Path(directory).mkdir(parents=True)
+        (Path(directory) / "_METADATA").write_text("{}")  # what a complete one starts with
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(ocp.StandardCheckpointer, "save", save_half)
+    weights = tmp_path / "cnn_ckpt"
+    code, stdout, stderr = _orbax_command(cli, tmp_path, monkeypatch, "--weights", weights)
+    assert code == 2 and stdout == ""
+    assert len(stderr.strip().splitlines()) == 1 and "No space left on device" in stderr
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__")
+    assert left == ["orbaxmodels.py"]
 
 
 @pytest.mark.slow

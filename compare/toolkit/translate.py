@@ -1762,9 +1762,10 @@ HELPERS["layer_norm"] = '''def layer_norm(x, weight, bias, eps, axes):
     mean = x.mean(axis=axes, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
     y = (x - mean) * jax.lax.rsqrt(var + eps)
+    lead = (1,) * (x.ndim - len(axes))  # spelled out: strict rank promotion refuses implicit
     if weight is not None:
-        y = y * weight
-    return y + bias if bias is not None else y'''
+        y = y * weight.reshape(lead + weight.shape)
+    return y + bias.reshape(lead + bias.shape) if bias is not None else y'''
 
 
 def _adaptive_fn(kind):
@@ -1832,7 +1833,6 @@ OPS = {
     "sub": _binary("-"),
     "mul": _binary("*"),
     "div": _binary("/"),
-    "truediv": _binary("/"),
     "floordiv": _binary("//"),
     "matmul": None,
     "neg": _unary("-{x}"),

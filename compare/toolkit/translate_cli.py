@@ -2,13 +2,19 @@
 
 It builds the torch module (``torch.manual_seed(0)`` first: the same weights every run), makes
 the example input, translates, writes the source (whole or not at all), saves the ported
-weights when asked (``.safetensors``, Flax's key names, ``jaxnets.load_checkpoint`` reads
-them into the generated class) and, with ``check``, trains both in float64 lockstep.
+weights when asked and, with ``check``, trains both in float64 lockstep.
+
+The weights go where Flax users keep them: a path ending in ``.safetensors`` is one flat file
+(Flax's key names; ``jaxnets.load_checkpoint`` reads it into the generated class), any other
+path a new Orbax checkpoint directory holding ``nnx.state`` of the generated module (its
+parameters and BatchNorm statistics; docs/TRANSLATE.md shows the lines that restore it).
 """
 
 import ast
 import importlib
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -86,6 +92,54 @@ def build(target, kwargs):
     return model
 
 
+def check_weights_path(weights):
+    """``--weights``'s format by its path (``"safetensors"`` or ``"orbax"``), or one line
+    before any work is done: an Orbax checkpoint is a new directory, never one written over."""
+    path = Path(weights)
+    if path.suffix == ".safetensors":
+        return "safetensors"
+    if path.suffix in (".pt", ".pth"):
+        raise CompareError(
+            f"--weights {weights}: Flax weights are a .safetensors file or an Orbax checkpoint "
+            "directory (a path without that suffix), not torch's format"
+        )
+    if path.exists() or path.is_symlink():
+        raise CompareError(
+            f"--weights {weights}: already exists; an Orbax checkpoint is written to a new path"
+        )
+    return "orbax"
+
+
+def save_orbax(module, path):
+    """``nnx.state(module)`` as an Orbax checkpoint at ``path``, whole or not at all: Orbax
+    writes into a staging directory beside it, which is renamed to ``path`` only once the
+    checkpoint is complete; a failure leaves nothing at ``path`` and no staging behind."""
+    import orbax.checkpoint as ocp
+    from flax import nnx
+
+    path = Path(path).absolute()  # Orbax takes absolute paths only
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    except OSError as err:
+        why = err.strerror or err
+        raise CompareError(f"--weights {path}: cannot write there ({why})") from None
+    try:
+        written = staging / path.name
+        with ocp.StandardCheckpointer() as checkpointer:  # leaving it waits for the writes
+            checkpointer.save(written, nnx.state(module))
+        if path.exists():  # appeared while the checkpoint was being written
+            raise CompareError(f"--weights {path}: appeared while writing; nothing written")
+        written.rename(path)
+    except CompareError:
+        raise
+    except Exception as err:  # Orbax and tensorstore raise their own kinds: one line
+        why = _first_line(err)
+        raise CompareError(f"--weights {path}: writing the checkpoint failed ({why})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(path)
+
+
 def run(
     target,
     *,
@@ -101,8 +155,7 @@ def run(
     """What ``twinnets translate`` does; returns its JSON result."""
     from compare.toolkit.translate import translate
 
-    if weights is not None and Path(weights).suffix != ".safetensors":
-        raise CompareError(f"--weights {weights}: Flax weights are written as .safetensors")
+    weights_format = check_weights_path(weights) if weights is not None else None
     if out is not None and Path(out).suffix != ".py":
         raise CompareError(f"--out {out}: the source goes to a .py file")
     for path in (out, weights):
@@ -123,18 +176,22 @@ def run(
         "translate_seconds": round(seconds, 3),
         "out": None,
         "weights": None,
+        "weights_format": weights_format,
     }
-    if out is not None:
-        payload["out"] = write_file_whole(out, result.source)
-    else:
-        payload["source"] = result.source
-    if weights is not None:
+    # the weights first: a checkpoint that cannot be written leaves no source behind either
+    if weights_format == "safetensors":
         import jaxnets
 
         tmp = Path(weights).with_name(f".{Path(weights).name}.partial")
         jaxnets.save_checkpoint(result.module, tmp)
         tmp.replace(weights)
         payload["weights"] = str(weights)
+    elif weights_format == "orbax":
+        payload["weights"] = save_orbax(result.module, weights)
+    if out is not None:
+        payload["out"] = write_file_whole(out, result.source)
+    else:
+        payload["source"] = result.source
     if check:
         start = time.perf_counter()
         report = result.check(steps=steps, progress=progress)
