@@ -109,7 +109,10 @@ def excerpt(rows, lines=60):
     for r in rows:
         if r["model"] == "resnet18" and r.get("source_file"):
             text = Path(r["source_file"]).read_text().splitlines()
-            return "```python\n" + "\n".join(text[:lines]) + "\n# ...\n```\n"
+            command = "twinnets translate torchvision.models:resnet18 --kwargs num_classes=10"
+            command += f" --input {r['input']} --out resnet18_nnx.py"
+            lead = f"The head of the generated resnet18 (`{command}`):\n\n"
+            return lead + "```python\n" + "\n".join(text[:lines]) + "\n# ...\n```\n"
     return ""
 
 
@@ -132,7 +135,9 @@ def main(argv=None):
 
 
 def write(args, rows):
-    text, ex = table(rows), excerpt(rows)
+    """The table between the markers: the rows run now, and the rows already there for the
+    models not run now (``--only`` updates its models' rows and keeps the others), in
+    ``MODELS`` order; the resnet18 excerpt is kept unless resnet18 ran."""
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     doc = Path(args.out)
@@ -140,9 +145,17 @@ def write(args, rows):
     if BEGIN not in body:
         body += f"\n{BEGIN}\n{END}\n"
     before, _, rest = body.partition(BEGIN)
-    _, _, after = rest.partition(END)
-    middle = f"{BEGIN}\n{text}\n{ex}{END}"
-    doc.write_text(before + middle + after)
+    old, _, after = rest.partition(END)
+    head, new_rows = table(rows).split("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+    kept = {line.split("|")[1].strip(): line for line in old.splitlines() if line.startswith("| ")}
+    kept.update({line.split("|")[1].strip(): line for line in new_rows.splitlines() if line})
+    lines = [kept[name] for name in MODELS if name in kept]
+    text = head + "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(lines)
+    ex = excerpt(rows)
+    if not ex:  # resnet18 not run now: what followed the table stays
+        tail = [line for line in old.strip("\n").splitlines() if not line.startswith("|")]
+        ex = "\n".join(tail).strip("\n") + "\n" if tail else ""
+    doc.write_text(before + f"{BEGIN}\n{text}\n\n{ex}{END}" + after)
 
 
 if __name__ == "__main__":
