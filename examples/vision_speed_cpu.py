@@ -362,6 +362,7 @@ def main(argv=None):
     precision = {"torch": set_torch_precision(False), "jax": set_jax_precision(False)}
     cores = sorted(os.sched_getaffinity(0))
     machine = host()  # the load before this run adds its own
+    revision = git_revision()  # the code that runs, read before a long run lets it change
     started = datetime.datetime.now(datetime.timezone.utc)
 
     def log(text):
@@ -396,7 +397,7 @@ def main(argv=None):
             "what": "training steps per second, one core, torch against the translated twin",
             "command": shlex.join(["python", "examples/vision_speed_cpu.py", *words]),
             "date": started.isoformat(timespec="seconds"),
-            "git": git_revision(),
+            "git": revision,
             "versions": versions(getattr(device.client, "platform_version", None)),
             "host": machine,
             "load_average_1min_after": round(load_after, 2) if load_after is not None else None,
