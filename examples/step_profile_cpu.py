@@ -32,7 +32,7 @@ from flax import nnx
 from compare import port
 from compare.bench.adapters import adapter_for
 from compare.bench.jax_worker import set_jax_precision
-from compare.bench.timing import plan
+from compare.bench.timing import plan, time_in_turns
 from compare.tutorials import registry
 from compare.tutorials.twins import make_twins
 from jaxnets import _conv, layers
@@ -189,12 +189,7 @@ def profile(name):
         )
     for run in variants.values():
         run()  # compile and warm up
-    seconds = {k: [] for k in variants}
-    for _ in range(REPEATS):
-        for kind, run in variants.items():
-            start = time.perf_counter()
-            run()
-            seconds[kind].append(time.perf_counter() - start)
+    seconds = time_in_turns(variants, REPEATS)
     ms = {k: statistics.median(v) / len(batches) * 1e3 for k, v in seconds.items()}
     spread = max((max(v) - min(v)) / statistics.median(v) for v in seconds.values())
     step = ms["the step"]

@@ -26,7 +26,7 @@ from flax import nnx
 
 from compare import port
 from compare.bench.jax_worker import set_jax_precision
-from compare.bench.timing import plan
+from compare.bench.timing import plan, time_in_turns
 from compare.tutorials import registry
 from compare.tutorials.twins import make_twins
 from jaxnets import _train
@@ -81,13 +81,13 @@ def measure(name):
             continue
         text = compiled[setting].as_text()
         fusions[setting] = sum(text.count(k) for k in ("__ynn_fusion", "__xnn_fusion", "onednn"))
+    # each executable's first call is its warm-up, and its result the one compared
     outputs = {k: jax.tree.leaves(f(state, x, y, index)) for k, f in compiled.items()}
-    seconds = {k: [] for k in compiled}
-    for _ in range(REPEATS):
-        for setting, f in compiled.items():
-            start = time.perf_counter()
-            jax.block_until_ready(f(state, x, y, index))
-            seconds[setting].append(time.perf_counter() - start)
+
+    def run(f):
+        return lambda: jax.block_until_ready(f(state, x, y, index))
+
+    seconds = time_in_turns({k: run(f) for k, f in compiled.items()}, REPEATS)
     default = statistics.median(seconds["default"])
     print(f"\n{name}: {len(batches)} steps, ms per step (median of {REPEATS})")
     print("| setting | library fusions | result = default's | ms/step | default / it | spread |")

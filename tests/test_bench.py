@@ -243,3 +243,23 @@ def test_cuda_graphs_see_the_optimizers_state_made_before_they_record():
     x, y = twins.torch_arrays["x"][:8], twins.torch_arrays["y"][:8]
     prime(twins.torch_module.train_step, model, optimizer, (x, y))
     assert all("momentum_buffer" in optimizer.state[p] for p in params)
+
+
+def test_time_in_turns_runs_each_variant_once_a_round_and_times_each_alone():
+    import time
+
+    from compare.bench.timing import time_in_turns
+
+    calls = []
+
+    def run(name, pause):
+        def block():
+            calls.append(name)
+            time.sleep(pause)
+
+        return block
+
+    seconds = time_in_turns({"slow": run("slow", 0.02), "fast": run("fast", 0.0)}, 3)
+    assert calls == ["slow", "fast"] * 3  # in turns, not one variant's rounds after another's
+    assert [len(s) for s in seconds.values()] == [3, 3]
+    assert min(seconds["slow"]) >= 0.02 > max(seconds["fast"])

@@ -1,5 +1,5 @@
 """What one timed block is, and how a variant is timed: warm-up apart, device awaited,
-median of the repeats."""
+median of the repeats; several variants in one process are timed in turns."""
 
 import time
 import traceback
@@ -50,6 +50,21 @@ def time_block(block, sync, repeats):
         sync(out)
         seconds.append(time.perf_counter() - start)
     return warmup, seconds, out
+
+
+def time_in_turns(runs, repeats):
+    """``repeats`` rounds, each running every one of ``runs`` (``{name: a function that runs
+    one block and returns once its work is done}``, the device awaited) once, in the same
+    order; ``{name: [seconds of each round]}``. Timed in turns rather than one after another,
+    a shared machine's load falls on all of them alike: a variant timed while another session
+    was busy would otherwise look slower than it is. Warm them up (compile) before."""
+    seconds = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
 
 
 def summarize(warmup, seconds, steps, samples_per_step, last_loss=None):
