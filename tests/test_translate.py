@@ -12,6 +12,7 @@ supported layers: tests/test_translate_property.py. Slow tier: torchvision's res
 through the command line.
 """
 
+import collections
 import copy
 import functools
 
@@ -210,8 +211,11 @@ def _in_place(method, *args):
     return fn
 
 
+Pair = collections.namedtuple("Pair", "first second")  # an output like googlenet's
+
 OPS = {
     "add": lambda x: x + 1.5 * x,
+    "namedtuple": lambda x: Pair(2.0 * x, x.sum(1)),  # the first leaves in torch's layout
     "sub_div": lambda x: (x - 2.0) / 3.0,
     "mul_broadcast": lambda x: x * x.mean((2, 3), keepdim=True),
     "neg_exp": lambda x: torch.exp(-x),
