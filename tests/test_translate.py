@@ -166,6 +166,7 @@ OPS = {
     "add": lambda x: x + 1.5 * x,
     "sub_div": lambda x: (x - 2.0) / 3.0,
     "mul_broadcast": lambda x: x * x.mean((2, 3), keepdim=True),
+    "add_lower_rank": lambda x: torch.flatten(x, 1) + torch.flatten(x, 1)[0],
     "neg_exp": lambda x: torch.exp(-x),
     "pow": lambda x: x.pow(2) + torch.pow(x, exponent=3) + 2**x,
     "matmul": lambda x: x @ x.transpose(2, 3),
@@ -420,10 +421,21 @@ def test_a_tree_difference_names_what_differs():
     )
 
 
+# what check cannot run, with a fragment of its one line: the net calls one nn.Dropout twice
+# per pass on other shapes, and check feeds one mask per dropout layer
+CHECK_REFUSED = {("housing-regularization", "dropout"): "runs twice in one pass on other shapes"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("example", TRANSLATABLE, ids=_name)
 def test_a_translated_tutorial_model_passes_check(example):
-    report = _translate_example(example).check(steps=5)
+    result = _translate_example(example)
+    refused = CHECK_REFUSED.get((example.task, example.model))
+    if refused is not None:
+        with pytest.raises(CompareError, match=refused):
+            result.check(steps=5)
+        return
+    report = result.check(steps=5)
     assert report.passed, str(report)
     assert max(report.loss_max_rel_diff, report.param_max_rel_diff) <= 1e-9
 

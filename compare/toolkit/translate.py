@@ -1498,11 +1498,12 @@ def _align(ctx, a, b):
         return a.expr, ctx.layout(b, a.perm), a.perm
     big, small = (a, b) if na > nb else (b, a)
     n, k = big.value.dim(), small.value.dim()
-    if big.perm == _ident(n):
-        return a.expr, b.expr, big.perm
+    # the rank lifted in the code, not left to numpy's rank promotion: the project's JAX
+    # code broadcasts ranks explicitly (its tests raise on implicit promotion)
     small_expr = ctx.torch_order(small) if small.perm else small.expr
     lifted = small_expr if k == n else f"{small_expr}.reshape((1,) * {n - k} + {small_expr}.shape)"
-    lifted = f"{lifted}.transpose{big.perm}"
+    if big.perm != _ident(n):
+        lifted = f"{lifted}.transpose{big.perm}"
     if big is a:
         return a.expr, lifted, big.perm
     return lifted, b.expr, big.perm
