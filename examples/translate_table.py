@@ -1,6 +1,7 @@
 """The proof table of ``twinnets translate``: torchvision's models through the command itself.
 
     python examples/translate_table.py [--only NAME ...] [--out docs/TRANSLATE.md]
+    python examples/translate_table.py --tutorials [--task TASK ...] [--out docs/TRANSLATE.md]
 
 Each model runs in its own process, as a user would run it:
 ``twinnets translate torchvision.models:NAME --kwargs ... --input SHAPE --out FILE --check
@@ -8,6 +9,12 @@ Each model runs in its own process, as a user would run it:
 the lockstep's figures, lines of generated code, the time to translate and to check, or the
 failure's one line) is written between the markers of docs/TRANSLATE.md, with the head of the
 generated resnet18.
+
+``--tutorials``: every tutorial's torch model instead (``compare.tutorials.models.EXAMPLES``),
+through ``twinnets translate compare.tutorials:torch_model --kwargs task=TASK [model=NET]``, in
+its own table between the tutorials' markers, with one more column: whether the generated
+module's parameter tree (paths and shapes of everything the weight port writes) equals the
+hand-written ``jaxnets`` twin's, and what differs otherwise.
 """
 
 import argparse
@@ -122,7 +129,11 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "docs" / "TRANSLATE.md"))
     parser.add_argument("--json", help="also write the rows as JSON there")
+    parser.add_argument("--tutorials", action="store_true", help="the tutorials' models instead")
+    parser.add_argument("--task", nargs="*", help="with --tutorials: only these tasks")
     args = parser.parse_args(argv)
+    if args.tutorials:
+        return tutorials_main(args)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.only or MODELS:
@@ -156,6 +167,172 @@ def write(args, rows):
         tail = [line for line in old.strip("\n").splitlines() if not line.startswith("|")]
         ex = "\n".join(tail).strip("\n") + "\n" if tail else ""
     doc.write_text(before + f"{BEGIN}\n{text}\n\n{ex}{END}" + after)
+
+
+# -- the tutorials' models ----------------------------------------------------------------------
+
+TUTORIALS_BEGIN = "<!-- translate-tutorials:begin -->"
+TUTORIALS_END = "<!-- translate-tutorials:end -->"
+
+
+def run_tutorial(example, folder, steps):
+    """``example`` (a ``compare.tutorials.models.Example``) through the command, then its
+    generated module's parameter tree against the ``jaxnets`` twin's."""
+    name = example.task + (f"-{example.model}" if example.model else "")
+    out = Path(folder) / f"{name.replace('-', '_')}_nnx.py"
+    command = [sys.executable, "-m", "compare", "translate", "compare.tutorials:torch_model"]
+    command += ["--kwargs", *example.kwargs(), "--input", example.input, "--out", str(out)]
+    command += ["--check", "--steps", str(steps), "--json", "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+    row = {"task": example.task, "model": example.model, "input": example.input}
+    row.update(same_as=list(example.same_as), rc=done.returncode)
+    row["wall_seconds"] = round(time.perf_counter() - start, 1)
+    if not done.stdout.strip():
+        row["error"] = last_line(done)
+        # the line may be check's (a dropout it cannot feed): does it translate without?
+        plain = [a for a in command if a != "--check"]
+        plain[plain.index("--steps") : plain.index("--steps") + 2] = []
+        done = subprocess.run(plain, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+        if not done.stdout.strip():
+            return row
+        row["check_error"] = row.pop("error")
+    row.update(json.loads(done.stdout.strip().splitlines()[-1]))
+    row["input"] = example.input
+    row["tree"] = tree_verdict(example, out, row["class_name"])
+    return row
+
+
+def last_line(done):
+    """The command's one line, the checkout's paths made relative to it."""
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else f"exit {done.returncode}"
+    return line.removeprefix("error: ").replace(f"{ROOT}{os.sep}", "")
+
+
+def tree_verdict(example, source_file, class_name):
+    """``equal``, or what differs between the generated module's tree and the twin's."""
+    import types
+
+    from flax import nnx
+
+    from compare.tutorials import models
+
+    namespace = types.ModuleType(f"generated_{source_file.stem}")
+    sys.modules[namespace.__name__] = namespace  # what the generated classes may look up
+    try:
+        exec(compile(source_file.read_text(), str(source_file), "exec"), namespace.__dict__)  # noqa: S102
+        generated = getattr(namespace, class_name)(rngs=nnx.Rngs(0))
+        twin = models.twin_model(example.task, example.model)
+        difference = models.tree_difference(
+            models.parameter_tree(generated), models.parameter_tree(twin)
+        )
+    except Exception as err:  # a row of the table says so; the other rows still run
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return f"not compared ({type(err).__name__}: {first})"
+    return difference or "equal"
+
+
+def tutorial_table(rows):
+    head = "| task | model | input | translated | lockstep (5 steps, float64) "
+    head += "| loss / params rel. diff | parameter tree = `jaxnets` twin's | lines | translate s "
+    head += "| check s | note |\n"
+    head += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    out = []
+    for r in rows:
+        model = r["model"] or "-"
+        if r["same_as"]:
+            model += f" (= {', '.join(r['same_as'])})"
+        where = f"| {r['task']} | {model} | {r['input']} "
+        if "error" in r:
+            reason = r["error"].replace("|", "\\|")
+            out.append(where + f"| no | - | - | - | - | - | - | {reason} |")
+            continue
+        tree = "yes" if r["tree"] == "equal" else r["tree"]
+        tree = tree if tree.startswith(("yes", "not compared")) else f"no: {tree}"
+        if "check_error" in r:
+            reason = "check refused it: " + r["check_error"].replace("|", "\\|")
+            out.append(
+                where + f"| yes | refused | - | {tree} | {r['lines']} | "
+                f"{r['translate_seconds']:.1f} | - | {reason} |"
+            )
+            continue
+        c = r.get("check", {})
+        verdict = "passed" if c.get("passed") else "FAILED"
+        worst = max(c.get("loss_max_rel_diff", 0.0), c.get("param_max_rel_diff", 0.0))
+        if c.get("passed") and worst > 1e-9:
+            verdict += f" (by its noise bound, {c.get('bound', {}).get('kind', '')})"
+        note = ""
+        first = c.get("first_divergence")
+        if not c.get("passed") and first:
+            note = (
+                f"first divergence: step {first['step']}, {first['tensor']} "
+                f"{first['rel_diff']:.1e} > bound {first['bound']:.1e}"
+            )
+        diffs = f"{c.get('loss_max_rel_diff', float('nan')):.1e} / "
+        diffs += f"{c.get('param_max_rel_diff', float('nan')):.1e}"
+        out.append(
+            where + f"| yes | {verdict} | {diffs} | {tree} | {r['lines']} | "
+            f"{r['translate_seconds']:.1f} | {r.get('check_seconds', 0):.1f} | {note} |"
+        )
+    return head + "\n".join(out) + "\n"
+
+
+def provenance(rows):
+    """The date, the machine and the versions the table was measured with, one paragraph."""
+    import datetime
+    import platform
+    from importlib.metadata import version
+
+    passed = sum(
+        1
+        for r in rows
+        if r.get("check", {}).get("passed")
+        and max(r["check"]["loss_max_rel_diff"], r["check"]["param_max_rel_diff"]) <= 1e-9
+    )
+    day = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    versions = ", ".join(f"{p} {version(p)}" for p in ("torch", "jax", "flax", "optax"))
+    return (
+        f"Measured {day} on {platform.system()} {platform.machine()} ({os.cpu_count()} CPU "
+        f"cores, CPU only), Python {platform.python_version()}, {versions}: {passed} of "
+        f"{len(rows)} models translated and within 1e-9 in float64 lockstep "
+        "(`python examples/translate_table.py --tutorials`).\n"
+    )
+
+
+def tutorials_main(args):
+    sys.path.insert(0, str(ROOT))  # compare.tutorials.models, this checkout's
+    from compare.tutorials import models
+
+    unknown = sorted(set(args.task or ()) - {e.task for e in models.EXAMPLES})
+    if unknown:
+        print(f"error: --task {', '.join(unknown)}: no such tutorial task", file=sys.stderr)
+        return 2
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for example in models.EXAMPLES:
+            if args.task and example.task not in args.task:
+                continue
+            row = run_tutorial(example, folder, args.steps)
+            print(json.dumps({k: v for k, v in row.items() if k != "source"}), flush=True)
+            rows.append(row)
+            write_tutorials(args, rows)  # after every model: a long run can be read as it goes
+    print(tutorial_table(rows))
+    return 0 if all(r.get("check", {}).get("passed") for r in rows) else 1
+
+
+def write_tutorials(args, rows):
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    doc = Path(args.out)
+    body = doc.read_text() if doc.exists() else ""
+    if TUTORIALS_BEGIN not in body:
+        body += f"\n{TUTORIALS_BEGIN}\n{TUTORIALS_END}\n"
+    before, _, rest = body.partition(TUTORIALS_BEGIN)
+    _, _, after = rest.partition(TUTORIALS_END)
+    middle = f"{TUTORIALS_BEGIN}\n{tutorial_table(rows)}\n{provenance(rows)}{TUTORIALS_END}"
+    doc.write_text(before + middle + after)
 
 
 if __name__ == "__main__":

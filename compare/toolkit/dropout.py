@@ -348,7 +348,8 @@ class DropoutFeed:
         sites = {}
         for path, module in modules.items():
             name = port.torch_prefix(path, modules).rstrip(".")
-            if isinstance(module, nnx.Dropout) and path:
+            # rate 0 drops nothing, and torch's side skips p = 0 alike
+            if isinstance(module, nnx.Dropout) and module.rate > 0 and path:
                 sites[name] = self._swap_dropout(modules[path[:-1]], path[-1], module)
             elif isinstance(module, nnx.MultiHeadAttention) and module.dropout_rate > 0:
                 sites[name] = self._swap_attention(module)

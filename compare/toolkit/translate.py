@@ -201,10 +201,72 @@ def _source_line(stack):
     return "unknown source line"
 
 
-def _trace(module, where):
-    tracer = _Tracer()
+def _left_at_default(module, n_inputs):
+    """``{name: default}`` of the forward's parameters the call leaves out (those past the
+    ``n_inputs`` it is given, each with a default): an optional input (``masks=None``,
+    ``eps=None``) is traced as its default, so that ``if masks is None`` takes the branch the
+    call takes. Empty when one left out has no default: the input count error says so."""
     try:
-        graph = tracer.trace(module)
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: trace it as it is
+        return {}
+    named = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if len(params) <= n_inputs or any(p.kind not in named for p in params):
+        return {}
+    left = params[n_inputs:]
+    if any(p.default is inspect.Parameter.empty for p in left):
+        return {}
+    return {p.name: p.default for p in left}
+
+
+def _drop_defaults(graph, n_inputs):
+    """What fx adds for arguments traced at their defaults, dropped: their placeholders (those
+    past the first ``n_inputs``) and the guards fed from them alone (``out == 2.0``, the
+    asserts); a ``None`` left no placeholder but a pytree calling convention, reset to the
+    plain one so that the graph takes the given inputs only."""
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    doomed = set(placeholders[n_inputs:])
+    for node in graph.nodes:
+        inputs = node.all_input_nodes
+        if node.op != "placeholder" and inputs and all(i in doomed for i in inputs):
+            doomed.add(node)
+    for node in reversed(list(graph.nodes)):
+        if node in doomed:
+            graph.erase_node(node)
+    graph.set_codegen(torch.fx.graph.CodeGen())
+
+
+def _traced_len(obj):
+    """``len`` while a forward is traced: of a traced tensor, a node (``len(x)``, the batch
+    size, is common in torch code, and fx refuses it unless its module calls ``fx.wrap``)."""
+    if isinstance(obj, torch.fx.Proxy):
+        return obj.tracer.create_proxy("call_function", len, (obj,), {})
+    return len(obj)
+
+
+@contextlib.contextmanager
+def _len_recorded(forward):
+    """``len`` in ``forward``'s module is ``_traced_len`` for the trace: what ``fx.wrap("len")``
+    at that module's top would do, undone after."""
+    names = getattr(forward, "__globals__", None)
+    if names is None or "len" in names:  # a module of its own len: leave it
+        yield
+        return
+    names["len"] = _traced_len
+    try:
+        yield
+    finally:
+        del names["len"]
+
+
+def _trace(module, where, n_inputs):
+    tracer = _Tracer()
+    defaults = _left_at_default(module, n_inputs)
+    try:
+        with _len_recorded(type(module).forward):
+            graph = tracer.trace(module, concrete_args=defaults or None)
+        if defaults:
+            _drop_defaults(graph, n_inputs)
     except Exception as err:  # fx's TraceError and whatever the traced code raises
         tb = err.__traceback__
         frames = []
@@ -275,22 +337,23 @@ class Translator:
         where = path or "the model"
         if not path and _is_numeric_sequential(module):
             return self._root_sequential(inst, args, in_perms)
-        gm = _trace(module, where)
+        gm = _trace(module, where, len(args))
+        nodes = list(gm.graph.nodes)
+        placeholders = [n for n in nodes if n.op == "placeholder"]
+        if len(placeholders) != len(args):  # before running it: fx would fail in a traceback
+            raise Untranslatable(
+                f"{where}: forward takes {len(placeholders)} inputs "
+                f"({', '.join(n.name for n in placeholders)}), {len(args)} were given"
+            )
         recorder = _Recorder(gm)
         with torch.no_grad():
             recorder.run(*args)
         values = recorder.values
-        nodes = list(gm.graph.nodes)
         position = {node: i for i, node in enumerate(nodes)}
         live_until = {node: max((position[u] for u in node.users), default=0) for node in nodes}
         lines = []
         env = {}
         ctx = _Ctx(self, inst, env, values, lines, nodes)
-        placeholders = [n for n in nodes if n.op == "placeholder"]
-        if len(placeholders) != len(args):
-            raise Untranslatable(
-                f"{where}: forward takes {len(placeholders)} inputs, {len(args)} were given"
-            )
         for node, perm in zip(placeholders, in_perms, strict=True):
             # fx renames torch's ``input`` (a builtin) to input_1: x reads as the twins do
             name = ctx.new_name("x" if re.fullmatch(r"input(_\d+)?", node.name) else node.name)
@@ -1490,11 +1553,12 @@ def _align(ctx, a, b):
         return a.expr, ctx.layout(b, a.perm), a.perm
     big, small = (a, b) if na > nb else (b, a)
     n, k = big.value.dim(), small.value.dim()
-    if big.perm == _ident(n):
-        return a.expr, b.expr, big.perm
+    # the rank lifted in the code, not left to numpy's rank promotion: the project's JAX
+    # code broadcasts ranks explicitly (its tests raise on implicit promotion)
     small_expr = ctx.torch_order(small) if small.perm else small.expr
     lifted = small_expr if k == n else f"{small_expr}.reshape((1,) * {n - k} + {small_expr}.shape)"
-    lifted = f"{lifted}.transpose{big.perm}"
+    if big.perm != _ident(n):
+        lifted = f"{lifted}.transpose{big.perm}"
     if big is a:
         return a.expr, lifted, big.perm
     return lifted, b.expr, big.perm
@@ -1511,6 +1575,22 @@ def _binary(symbol):
         return Val(f"{x} {symbol} {y}", perm)
 
     return rule
+
+
+def _matmul(ctx, node, args, kwargs):
+    """``a @ b`` (``torch.mm``, ``torch.matmul``, ``x.mm``): its axes are torch's, so both
+    operands go in torch's order and the product is held in it."""
+    a = args[0]
+    b = args[1] if len(args) > 1 else kwargs.get("other", kwargs.get("mat2"))
+    if kwargs.keys() - {"other", "mat2"} or not (a.is_tensor and b.is_tensor):
+        raise Untranslatable("a product of two tensors only")
+    out = ctx.values[node]
+    return Val(f"{ctx.torch_order(a)} @ {ctx.torch_order(b)}", _ident(out.dim()))
+
+
+def _pow(ctx, node, args, kwargs):
+    exponent = args[1] if len(args) > 1 else kwargs["exponent"]
+    return _binary("**")(ctx, node, [args[0], exponent], {})
 
 
 def _unary(template):
@@ -1700,6 +1780,13 @@ def _size(ctx, node, args, kwargs):
     return Val(f"({inner})", None)
 
 
+def _len(ctx, node, args, kwargs):
+    x = args[0]
+    if not x.is_tensor:
+        return Val(f"len({x.expr})", None)
+    return Val(f"{x.expr}.shape[{x.perm.index(0)}]", None)
+
+
 def _getattr(ctx, node, args, kwargs):
     x, name = args[0], args[1].value
     if name == "shape" and x.is_tensor:
@@ -1834,7 +1921,9 @@ OPS = {
     "mul": _binary("*"),
     "div": _binary("/"),
     "floordiv": _binary("//"),
-    "matmul": None,
+    "matmul": _matmul,
+    "mm": _matmul,
+    "pow": _pow,
     "neg": _unary("-{x}"),
     "relu": _unary("nnx.relu({x})"),
     "relu6": _unary("jax.nn.relu6({x})"),
@@ -1860,6 +1949,7 @@ OPS = {
     "reshape": _reshape,
     "contiguous": _contiguous,
     "size": _size,
+    "len": _len,
     "getattr": _getattr,
     "getitem": _getitem,
     "chunk": _chunk,
@@ -2064,7 +2154,8 @@ class Translation:
     ):
         """``compare.check`` on a copy of the torch module and a fresh generated module:
         by default ``steps`` batches drawn like the example input, cross-entropy on integer
-        labels for a 2-D output (mean squared error otherwise), SGD with momentum."""
+        labels for a 2-D output of two columns or more (mean squared error otherwise), SGD
+        with momentum."""
         import copy
 
         from compare.toolkit.check import check
@@ -2101,10 +2192,18 @@ def _first_tensor(out):
     raise CompareError("the model's output holds no tensor")
 
 
+def _classifies(out):
+    """Whether ``check``'s default loss treats ``out`` as class scores: 2-D with two classes
+    or more. One column (a regression's, a discriminator's probability) is not: cross-entropy
+    over a single class is 0 whatever the weights, so its gradients would all be 0 and the
+    lockstep would train nothing."""
+    return out.dim() == 2 and out.shape[1] > 1
+
+
 def default_batches(torch_module, example_inputs, steps, seed=0):
     """``steps`` batches like the example input: floats standard normal, integers within
-    the example's range; targets: labels for a 2-D output, numbers of the output's shape
-    otherwise."""
+    the example's range; targets: labels for an output of class scores (2-D, two columns or
+    more), numbers of the output's shape otherwise."""
     if len(example_inputs) != 1:
         raise CompareError("check's default batches take a model of one input: pass batches=")
     (x,) = example_inputs
@@ -2120,7 +2219,7 @@ def default_batches(torch_module, example_inputs, steps, seed=0):
             xb = rng.standard_normal(tuple(x.shape))
         else:
             xb = rng.integers(0, int(x.max()) + 1, tuple(x.shape))
-        if out.dim() == 2:
+        if _classifies(out):
             yb = rng.integers(0, out.shape[1], out.shape[0])
         else:
             yb = rng.standard_normal(tuple(out.shape))
@@ -2129,8 +2228,8 @@ def default_batches(torch_module, example_inputs, steps, seed=0):
 
 
 def default_losses(torch_module, example_inputs):
-    """Cross-entropy on labels for a 2-D output, mean squared error otherwise (the first
-    tensor of a tuple output)."""
+    """Cross-entropy on labels for class scores (a 2-D output of two columns or more), mean
+    squared error otherwise (the first tensor of a tuple output)."""
     import copy
 
     import optax
@@ -2138,7 +2237,7 @@ def default_losses(torch_module, example_inputs):
     probe = copy.deepcopy(torch_module)
     with torch.no_grad():
         out = _first_tensor(probe(*example_inputs))
-    classify = out.dim() == 2
+    classify = _classifies(out)
 
     def first(out):
         while isinstance(out, tuple | list):
