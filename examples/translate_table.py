@@ -35,9 +35,9 @@ STOCHASTIC = "stochastic_depth_prob=0.0"
 MODELS = {
     "resnet18": (["num_classes=10"], "2,3,64,64", ""),
     "squeezenet1_1": (["num_classes=10"], "2,3,64,64", ""),
-    "shufflenet_v2_x0_5": (["num_classes=10"], "2,3,64,64", ""),
+    "shufflenet_v2_x0_5": (["num_classes=10"], "4,3,64,64", "batch 4"),
     "regnet_y_400mf": (["num_classes=10"], "2,3,64,64", ""),
-    "mobilenet_v2": (["num_classes=10"], "2,3,64,64", ""),
+    "mobilenet_v2": (["num_classes=10"], "4,3,64,64", "batch 4"),
     "mobilenet_v3_small": (["num_classes=10"], "2,3,64,64", ""),
     "efficientnet_b0": (["num_classes=10", STOCHASTIC], "2,3,64,64", "stochastic depth off"),
     "googlenet": (
