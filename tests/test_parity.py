@@ -2,7 +2,9 @@
 
 import dataclasses
 import functools
+import gzip
 import json
+import struct
 import subprocess
 import sys
 
@@ -14,7 +16,7 @@ import torch
 from flax import nnx
 
 from compare import CompareError, port
-from compare.tutorials import parity, registry
+from compare.tutorials import data, parity, registry
 from compare.tutorials.twins import make_twins, schedule, train_jax
 from jaxnets import _train as jax_train
 from jaxnets import optimizers as jax_optimizers
@@ -22,12 +24,50 @@ from jaxnets import optimizers as jax_optimizers
 TASKS = sorted(registry.TASKS)
 
 
-@pytest.mark.parametrize("name", TASKS)
-def test_float64_lockstep_over_the_parity_schedule(name):
-    result = parity.lockstep(name, dtype="float64")
+# the two heaviest float64 lockstep runs (mnist-resnet: tiers 1-2 on 5,000 images and the
+# 10,000 test predictions; dcgan: 50 steps of three nets): the default tier runs their first
+# steps on a smaller MNIST (the first images of the shipped files, through --data-dir), the
+# slow tier the whole schedule on the shipped set, as the float32 drift below does
+LONG_FLOAT64 = {"mnist-resnet", "dcgan"}
+FIRST_FLOAT64_STEPS = 12
+SMALL_MNIST = {"train": 1024, "t10k": 1000}
+
+
+def _idx_head(path, count):
+    """The first ``count`` items of an IDX file: its header with the count rewritten."""
+    raw = gzip.decompress(path.read_bytes())
+    dims = raw[3]
+    shape = struct.unpack(f">{dims}I", raw[4 : 4 + 4 * dims])
+    item = int(np.prod(shape[1:], dtype=np.int64))
+    header = raw[:4] + struct.pack(f">{dims}I", count, *shape[1:])
+    return header + raw[4 + 4 * dims : 4 + 4 * dims + count * item]
+
+
+@pytest.fixture(scope="module")
+def small_mnist(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("small-mnist")
+    for split, count in SMALL_MNIST.items():
+        shipped = "train5k" if split == "train" else split
+        for kind, idx in (("images", "idx3"), ("labels", "idx1")):
+            source = data.SHIPPED_MNIST / f"{shipped}-{kind}-{idx}-ubyte.gz"
+            (folder / f"{split}-{kind}-{idx}-ubyte").write_bytes(_idx_head(source, count))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "name, steps",
+    [(name, FIRST_FLOAT64_STEPS if name in LONG_FLOAT64 else None) for name in TASKS]
+    + [pytest.param(name, None, marks=pytest.mark.slow) for name in sorted(LONG_FLOAT64)],
+)
+def test_float64_lockstep_over_the_parity_schedule(name, steps, request):
+    data_dir = request.getfixturevalue("small_mnist") if steps is not None else None
+    result = parity.lockstep(name, dtype="float64", steps=steps, data_dir=data_dir)
     task = registry.TASKS[name]
     epochs = task.parity_epochs or task.hp.num_epochs
-    assert result["steps"] == sum(map(len, schedule(make_twins(task), epochs))) >= 50
+    if steps is None:
+        assert result["steps"] == sum(map(len, schedule(make_twins(task), epochs))) >= 50
+    else:
+        assert result["steps"] == steps
     if task.equivalences:  # the table of twins joins the verdict
         assert result["equivalences_passed"] and result["equivalences_max_rel_diff"] <= 1e-9
     bound = result["bound"]
@@ -160,7 +200,15 @@ def test_make_twins_starts_jax_from_torchs_initial_weights(name):
         np.testing.assert_array_equal(jax_start[key], value.astype(jax_start[key].dtype))
 
 
-@pytest.mark.parametrize("name", TASKS)
+# dcgan's and mnist-resnet's four float64 compilations take 40 s and 20 s: slow tier (mnist-cnn
+# keeps a scanned convolutional net in the default tier)
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if name in LONG_FLOAT64 else name
+        for name in TASKS
+    ],
+)
 def test_fast_loops_equal_the_idiomatic_jit_step(name):
     """A whole-epoch lax.scan, a jitted pure step per batch, nnx.cached_partial and the
     tutorial's own @nnx.jit step: the same losses and parameters (float64)."""
