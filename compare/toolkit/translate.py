@@ -199,8 +199,12 @@ def _source_line(stack):
         return "unknown source line"
     found = re.findall(r'File "([^"]+)", line (\d+), in \w+\n\s*(.*)', stack)
     for file, line, code in reversed(found):
-        if "/torch/fx/" not in file and "/torch/nn/modules/module.py" not in file and (
-            file != __file__  # the example trace's own frames
+        if (
+            "/torch/fx/" not in file
+            and "/torch/nn/modules/module.py" not in file
+            and (
+                file != __file__  # the example trace's own frames
+            )
         ):
             return f"{file}:{line}: {code.strip()}"
     return "unknown source line"
@@ -573,7 +577,8 @@ def _alike(a, b, inside, path, diffs):
         return False
     if isinstance(a, tuple | list):
         return len(a) == len(b) and all(
-            _alike(x, y, inside, (*path, k), diffs) for k, (x, y) in enumerate(zip(a, b))
+            _alike(x, y, inside, (*path, k), diffs)
+            for k, (x, y) in enumerate(zip(a, b, strict=True))
         )
     if isinstance(a, slice):
         parts = ((a.start, b.start), (a.stop, b.stop), (a.step, b.step))
@@ -635,7 +640,7 @@ def _loop(consumer, items, position):
         indices = indices or [diffs[0][1]]
         indices.append(diffs[0][2])
     step = indices[1] - indices[0]
-    if step == 0 or any(b - a != step for a, b in zip(indices, indices[1:])):
+    if step == 0 or any(b - a != step for a, b in zip(indices, indices[1:], strict=False)):
         return None
     outside = {m for chain in chains for n in chain for m in n.all_input_nodes} - set(
         n for chain in chains for n in chain
@@ -708,7 +713,9 @@ def _write_loop(ctx, loop, live_until):
     if any(p.expr != passes[0].expr or p.perm != passes[0].perm for p in passes):
         return None
     end = loop.chains[0][-1]
-    base = end.target.replace(".", "_") if end.op == "call_module" else re.sub(r"_\d+$", "", end.name)
+    base = re.sub(r"_\d+$", "", end.name)
+    if end.op == "call_module":  # the layer's name: outs = [self.out(...) for t in ...]
+        base = end.target.replace(".", "_")
     name = ctx.new_name(f"{base}s")
     start, step, count = loop.indices[0], loop.indices[1] - loop.indices[0], len(loop.indices)
     bounds = f"{count}" if (start, step) == (0, 1) else f"{start}, {start + step * count}"
@@ -798,7 +805,7 @@ class Translator:
             lines += _size_checks(inst, type(module).__name__, placeholders, env)
         # the loops the example trace unrolled, written as loops again where they can be
         loops = _loops(nodes) if inst.specialized is not None else []
-        starts = {min((n for c in loop.chains for n in c), key=position.get): loop for loop in loops}
+        starts = {min((n for c in lp.chains for n in c), key=position.get): lp for lp in loops}
         rolled, lists = set(), {}  # the nodes a loop line wrote; consumer -> (items, name)
         for i, node in enumerate(nodes):
             ctx.index = i
@@ -1331,7 +1338,7 @@ def _size_checks(inst, class_name, placeholders, env):
             f"if {shape} != {size}:  # traced on the example's size (docs/TRANSLATE.md)",
             "    raise ValueError(",
             f'        f"{class_name} was translated for {val.expr} of size {size} along torch dim '
-            f'{dim} (the example\'s), not "',
+            f"{dim} (the example's), not \"",
             f'        f"{{{shape}}}: translate the model again on an input of that size"',
             "    )",
         ]
