@@ -315,7 +315,7 @@ def _trace(module, where, args):
     except Exception as err:  # neither trace: the specialized one's reason, the closer one
         raise _cannot_trace(err, module, where) from None
     _drop_unused_sizes(graph, tracer.sizes)
-    sizes = _specialized_sizes(module, args, defaults, graph, bool(tracer.specialized))
+    sizes = _specialized_sizes(module, args, defaults, graph, tracer.read_sizes)
     found = Specialized(reason, list(dict.fromkeys(tracer.specialized)), sizes)
     return torch.fx.GraphModule(module, graph, type(module).__name__), found
 
@@ -337,7 +337,7 @@ class _ExampleProxy(torch.fx.Proxy):
     computed from a tensor's values is never made a constant."""
 
     def __index__(self):
-        return self.tracer.as_constant(self, "an integer")
+        return self.tracer.as_constant(self, "a tensor's value used as a Python integer")
 
 
 class _ExampleTracer(_Tracer):
@@ -351,7 +351,9 @@ class _ExampleTracer(_Tracer):
         self.inputs, self.defaults = list(inputs), defaults
         self.values = {}  # node -> its value on the example (or _UNKNOWN)
         self.sizes = set()  # the nodes holding sizes and what is computed from them alone
+        self.ranks = set()  # those of them read from ``dim()`` alone: no size the input has
         self.specialized = []  # "file:line: code" where a size was read as a constant
+        self.read_sizes = False  # a size, not only a rank, was read as a constant
         self._placeholders = 0
         self._running = False  # a child runs as torch runs it: no nodes, no proxies
 
@@ -365,6 +367,8 @@ class _ExampleTracer(_Tracer):
             self.values[node] = self._evaluate(kind, target, args, kwargs)
             if self._reads_sizes(kind, target, args) and self.values[node] is not _UNKNOWN:
                 self.sizes.add(node)
+                if self._reads_rank(kind, target, args):
+                    self.ranks.add(node)
         return proxy
 
     def call_module(self, m, forward, args, kwargs):
@@ -421,19 +425,29 @@ class _ExampleTracer(_Tracer):
         pure = getattr(target, "__module__", None) in ("_operator", "operator", "builtins")
         return pure and bool(inputs) and all(a.node in self.sizes for a in inputs)
 
+    def _reads_rank(self, kind, target, args):
+        if kind == "call_method":
+            return target == "dim"
+        if target is getattr:
+            return args[1] == "ndim"
+        inputs = []
+        torch.fx.node.map_aggregate(
+            args, lambda a: inputs.append(a) if isinstance(a, torch.fx.Proxy) else None
+        )
+        return bool(inputs) and all(a.node in self.ranks for a in inputs)
+
     def as_constant(self, proxy, what):
-        """The example's value of ``proxy`` where Python needs a number, when it is a size;
-        refused when it is computed from a tensor's values."""
+        """The example's value of ``proxy`` where Python needs a number, when it is a size; a
+        value computed from a tensor's values is refused: the example's would hold for it
+        alone."""
         if proxy.node not in self.sizes:
-            raise torch.fx.proxy.TraceError(
-                f"{what} computed from a tensor's values (a trace holds those symbolic: "
-                "control flow on them cannot be translated)"
-            )
+            raise torch.fx.proxy.TraceError(f"{what} (only sizes are specialized to the example's)")
         self.specialized.append(_user_line())
+        self.read_sizes |= proxy.node not in self.ranks
         return self.values[proxy.node]
 
     def to_bool(self, obj):
-        return bool(self.as_constant(obj, "control flow on a value"))
+        return bool(self.as_constant(obj, "control flow on a tensor's values"))
 
     def iter(self, obj):
         value = self.values.get(obj.node, _UNKNOWN)
@@ -600,7 +614,7 @@ def _loops(nodes):
     found = []
     for consumer in nodes:
         for items in (*consumer.args, *consumer.kwargs.values()):
-            if not (isinstance(items, list | tuple) and len(items) >= 3):
+            if not (isinstance(items, list | tuple) and len(items) >= 2):
                 continue
             if not all(isinstance(n, torch.fx.Node) for n in items) or len(set(items)) < len(items):
                 continue
@@ -697,7 +711,7 @@ def _pass_expr(ctx, loop, j, variable):
     finally:
         for node, (args, kwargs) in saved.items():
             node.args, node.kwargs = args, kwargs
-    return ctx.env[chain[-1]]
+    return val  # the item itself: no parentheses around it in the comprehension
 
 
 def _write_loop(ctx, loop, live_until):
@@ -2810,11 +2824,9 @@ def _load(source, class_name):
     return namespace
 
 
-def translate(torch_module, example_inputs, *, class_name=None):
-    """Readable Flax NNX source for ``torch_module`` (traced on ``example_inputs``, a tensor
-    or a tuple of them, in torch's layout, in training and in eval mode), its class built
-    with the torch weights, in the torch module's mode; see the module docstring. What cannot
-    be translated raises ``CompareError`` in one line."""
+def translated_source(torch_module, example_inputs, *, class_name=None):
+    """The generated file and its class's name, as ``translate`` writes them, without building
+    the class (no JAX compilation): what a test of the source alone needs."""
     import copy
 
     if not isinstance(torch_module, nn.Module):
@@ -2842,6 +2854,18 @@ def translate(torch_module, example_inputs, *, class_name=None):
     tr, root = _join_modes(runs)
     class_name = class_name or type(torch_module).__name__
     source = _format(tr.source(root, class_name, torch_module, example_inputs))
+    return source, class_name
+
+
+def translate(torch_module, example_inputs, *, class_name=None):
+    """Readable Flax NNX source for ``torch_module`` (traced on ``example_inputs``, a tensor
+    or a tuple of them, in torch's layout, in training and in eval mode), its class built
+    with the torch weights, in the torch module's mode; see the module docstring. What cannot
+    be translated raises ``CompareError`` in one line."""
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    example_inputs = tuple(example_inputs)
+    source, class_name = translated_source(torch_module, example_inputs, class_name=class_name)
     namespace = _load(source, class_name)
     model = getattr(namespace, class_name)(rngs=nnx.Rngs(0))
     port.torch_to_nnx(port.torch_state_dict(torch_module), model)
