@@ -2216,8 +2216,8 @@ def _cat(ctx, node, args, kwargs):
 
 
 def _stack(ctx, node, args, kwargs):
-    """``torch.stack``: the items in the first one's layout, the new axis placed where the
-    axes before it in torch's order end (torch's own place when the layout is torch's)."""
+    """``torch.stack``: the items in the first one's layout, the new axis at the same place in
+    the JAX array as in torch's (the layout's other axes, renumbered, keep their order)."""
     items = node.args[0] if node.args else node.kwargs["tensors"]
     dim = _kw(args, kwargs, 1, "dim", 0)
     if isinstance(items, torch.fx.Node):
@@ -2226,10 +2226,8 @@ def _stack(ctx, node, args, kwargs):
     perm = tensors[0].perm
     dim %= len(perm) + 1
     exprs = [ctx.layout(t, perm) for t in tensors]
-    axis = sum(1 for a in perm if a < dim)
     moved = [a + (a >= dim) for a in perm]
-    out_perm = (*moved[:axis], dim, *moved[axis:])
-    return Val(f"jnp.stack([{', '.join(exprs)}], axis={axis})", out_perm)
+    return Val(f"jnp.stack([{', '.join(exprs)}], axis={dim})", (*moved[:dim], dim, *moved[dim:]))
 
 
 def _split_items(expr):
