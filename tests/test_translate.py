@@ -5,7 +5,9 @@ layer and op rule the translator has is run against torch's forward pass (a wron
 dim not remapped, a missing transpose, shows as an O(1) difference; ``test_a_broken_rule_
 is_caught`` proves the harness sees eight kinds of slip), and ``test_every_rule_is_exercised_
 by_a_case`` holds the translator's rule tables to those cases; the tutorials' torch models
-translate to the parameter tree of their hand-written twins; the command's weights, as
+translate to the parameter tree of their hand-written twins; a forward fx cannot trace
+symbolically (rnn-sincos's loop over a size) translates through the trace on the example's
+sizes, and its module refuses other sizes; the command's weights, as
 ``.safetensors`` and as an Orbax checkpoint restored by docs/TRANSLATE.md's own lines; what
 cannot be translated ends in one line, exit 2 and no file. Random compositions of the
 supported layers: tests/test_translate_property.py. Slow tier: torchvision's resnet18
@@ -998,6 +1000,7 @@ TREE_DIFFERENCES = {
     "mnist-lstm": LSTM_STACK.format("rnn"),
     "pos-tagger": LSTM_STACK.format("lstm"),
     "lstm-forecast": LSTM_STACK.format("rnn"),
+    "rnn-sincos": LSTM_STACK.format("rnn"),  # jaxnets.layers.RNN, the same stack
 }
 
 

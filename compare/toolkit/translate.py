@@ -24,8 +24,15 @@ order (``flatten``, ``view``, ``cat``, ``mean``, ``softmax``...) has its dims re
 transpose placed first, and the outputs leave in torch's layout. ``permute`` and
 ``transpose`` only change the bookkeeping: no data moves.
 
-What cannot be translated (no rule for a layer or an op, control flow on a tensor) ends in
-one ``CompareError`` line naming the node, the op and the torch source line.
+Where fx cannot trace a forward symbolically (a Python loop over ``r_out.size(1)``: fx holds
+sizes as symbols), that forward alone is traced again on the example input: sizes read where
+Python needs numbers take the example's values, loops over them unroll (and are written back
+as comprehensions), the sizes the traced code depends on are checked in the generated
+``__call__``, and the header says so. It is not ``torch.export``: the rules are keyed on
+``nn`` modules, which export inlines into ATen ops (docs/TRANSLATE.md).
+
+What cannot be translated (no rule for a layer or an op, control flow on a tensor's values)
+ends in one ``CompareError`` line naming the node, the op and the torch source line.
 """
 
 import ast
