@@ -1188,6 +1188,38 @@ def test_each_size_the_trace_depends_on_is_checked_and_no_other():
         result.module(np.zeros((1, 2, 4)))
 
 
+class _StepHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, h):
+        return torch.stack([self.fc(h[:, t]) for t in range(h.size(1))], 1)
+
+
+class _TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(3, 8)
+        self.a, self.b = _StepHead(), _StepHead()
+
+    def forward(self, x):
+        h = self.embed(x)
+        return self.a(h) + self.b(h)
+
+
+def test_a_submodule_traced_on_the_examples_sizes_checks_its_own_input():
+    """Only the class fx cannot trace is specialized: its two instances share one class that
+    checks its own input, the header names both, and the model around it is written as ever."""
+    result = assert_forward_equal(_TwoHeads(), torch.randn(2, 4, 3))
+    source = " ".join(result.source.split())
+    assert source.count("class _StepHead(") == 1 and "_StepHead.forward (a, b) cannot" in source
+    assert source.count("if h.shape[1] != 4:") == 1 and "if x.shape" not in source
+    assert "fcs = [self.fc(h[:, t]) for t in range(4)] out = jnp.stack(fcs, axis=1)" in source
+    with pytest.raises(ValueError, match="_StepHead was translated for h of size 4"):
+        result.module(np.zeros((2, 5, 3)))
+
+
 class _ValueLoop(nn.Module):
     def __init__(self):
         super().__init__()

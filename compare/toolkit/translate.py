@@ -1053,7 +1053,11 @@ class Translator:
         parts = []
         for group in groups:
             parts.append(self._render_class(group))
-        specialized = [(i, i.group.name) for i in self.instances if i.specialized is not None]
+        specialized = {}  # one note per class: instances sharing one are specialized alike
+        for inst in self.instances:
+            if inst.specialized is not None:
+                specialized.setdefault(inst.group.name, (inst, inst.group))
+        specialized = list(specialized.values())
         header = _header(torch_module, example_inputs, root, specialized)
         helpers = "\n\n".join(HELPERS[h] for h in sorted(self.helpers))
         imports = ["import jax", "import jax.numpy as jnp", "from flax import nnx", ""]
@@ -1166,6 +1170,7 @@ class Translator:
         for line in first.forward:
             if shared:  # shapes differ between the instances: keep the layout words only
                 line = re.sub(r"  # (.*?)\(\d[\d, ]*\)( \w+)?$", _keep_words, line)
+                line = line.removesuffix("  # each")  # a loop's items: their shape alone
             lines.append(f"        {line}")
         return "\n".join(lines) + "\n"
 
@@ -1302,12 +1307,13 @@ def _header(torch_module, example_inputs, root, specialized=()):
     )
 
 
-def _specialized_note(inst, class_name):
+def _specialized_note(inst, group):
     """The header's paragraph on a class traced on the example's sizes: why, where sizes
     became constants, which sizes the file holds for."""
-    found = inst.specialized
+    found, class_name = inst.specialized, group.name
     torch_name = type(inst.module).__name__
-    where = f" ({inst.path})" if inst.path else ""
+    paths = [i.path for i in group.instances if i.path]
+    where = f" ({', '.join(paths)})" if paths else ""
     read = "; ".join(re.sub(r"^.*/", "", line) for line in found.lines) or "nowhere"
     sizes = " and ".join(
         f"{inst.arguments[i]} of size {size} along torch dim {dim}" for i, dim, size in found.sizes
