@@ -206,13 +206,8 @@ def _source_line(stack):
         return "unknown source line"
     found = re.findall(r'File "([^"]+)", line (\d+), in \w+\n\s*(.*)', stack)
     for file, line, code in reversed(found):
-        if (
-            "/torch/fx/" not in file
-            and "/torch/nn/modules/module.py" not in file
-            and (
-                file != __file__  # the example trace's own frames
-            )
-        ):
+        tracing = "/torch/fx/" in file or "/torch/nn/modules/module.py" in file
+        if not tracing and file != __file__:  # this file: the example trace's create_proxy
             return f"{file}:{line}: {code.strip()}"
     return "unknown source line"
 
