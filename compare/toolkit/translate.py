@@ -24,10 +24,18 @@ order (``flatten``, ``view``, ``cat``, ``mean``, ``softmax``...) has its dims re
 transpose placed first, and the outputs leave in torch's layout. ``permute`` and
 ``transpose`` only change the bookkeeping: no data moves.
 
-What cannot be translated (no rule for a layer or an op, control flow on a tensor) ends in
-one ``CompareError`` line naming the node, the op and the torch source line.
+Where fx cannot trace a forward symbolically (a Python loop over ``r_out.size(1)``: fx holds
+sizes as symbols), that forward alone is traced again on the example input: sizes read where
+Python needs numbers take the example's values, loops over them unroll (and are written back
+as comprehensions), the sizes the traced code depends on are checked in the generated
+``__call__``, and the header says so. It is not ``torch.export``: the rules are keyed on
+``nn`` modules, which export inlines into ATen ops (docs/TRANSLATE.md).
+
+What cannot be translated (no rule for a layer or an op, control flow on a tensor's values)
+ends in one ``CompareError`` line naming the node, the op and the torch source line.
 """
 
+import ast
 import contextlib
 import dataclasses
 import difflib
@@ -38,6 +46,7 @@ import operator
 import re
 import subprocess
 import sys
+import textwrap
 import types
 
 import numpy as np
@@ -143,6 +152,7 @@ class Instance:
     values: list = None  # its argument values, in the group's parameter order
     kind: str = "class"  # "class", "sequential" (an nnx.Sequential with transposes) or "root"
     switch: bool = False  # its forward branches on the mode (torch's self.training)
+    specialized: object = None  # a Specialized: traced on the example's sizes, not symbols
 
 
 @dataclasses.dataclass
@@ -196,7 +206,8 @@ def _source_line(stack):
         return "unknown source line"
     found = re.findall(r'File "([^"]+)", line (\d+), in \w+\n\s*(.*)', stack)
     for file, line, code in reversed(found):
-        if "/torch/fx/" not in file and "/torch/nn/modules/module.py" not in file:
+        tracing = "/torch/fx/" in file or "/torch/nn/modules/module.py" in file
+        if not tracing and file != __file__:  # this file: the example trace's create_proxy
             return f"{file}:{line}: {code.strip()}"
     return "unknown source line"
 
@@ -259,33 +270,479 @@ def _len_recorded(forward):
         del names["len"]
 
 
-def _trace(module, where, n_inputs):
-    tracer = _Tracer()
+def _traced(module, tracer, defaults, n_inputs):
+    with _len_recorded(type(module).forward):
+        graph = tracer.trace(module, concrete_args=defaults or None)
+    if defaults:
+        _drop_defaults(graph, n_inputs)
+    return graph
+
+
+def _cannot_trace(err, module, where):
+    """The one line for a forward pass that cannot be traced: the error's first line and the
+    innermost line of the user's code it came from."""
+    tb = err.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    code = "unknown source line"
+    for frame in reversed(frames):
+        file = frame.f_code.co_filename
+        if "/torch/" not in file and "/compare/" not in file:
+            line = frame.f_lineno
+            text = inspect.getframeinfo(frame).code_context
+            code = f"{file}:{line}: {(text or [''])[0].strip()}"
+            break
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return Untranslatable(
+        f"cannot trace {where} ({type(module).__name__}.forward): {first} ({code})"
+    )
+
+
+def _trace(module, where, args):
+    """The forward pass of ``module`` as a graph (its children leaves), and ``None``; or,
+    where a symbolic trace fails, the trace specialized to ``args`` (``_ExampleTracer``) and
+    what it specialized (a ``Specialized``)."""
+    n_inputs = len(args)
     defaults = _left_at_default(module, n_inputs)
     try:
-        with _len_recorded(type(module).forward):
-            graph = tracer.trace(module, concrete_args=defaults or None)
-        if defaults:
-            _drop_defaults(graph, n_inputs)
+        graph = _traced(module, _Tracer(), defaults, n_inputs)
+        return torch.fx.GraphModule(module, graph, type(module).__name__), None
     except Exception as err:  # fx's TraceError and whatever the traced code raises
-        tb = err.__traceback__
-        frames = []
-        while tb is not None:
-            frames.append(tb.tb_frame)
-            tb = tb.tb_next
-        code = "unknown source line"
-        for frame in reversed(frames):
-            file = frame.f_code.co_filename
-            if "/torch/" not in file and "/compare/" not in file:
-                line = frame.f_lineno
-                text = inspect.getframeinfo(frame).code_context
-                code = f"{file}:{line}: {(text or [''])[0].strip()}"
-                break
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise Untranslatable(
-            f"cannot trace {where} ({type(module).__name__}.forward): {first} ({code})"
-        ) from None
-    return torch.fx.GraphModule(module, graph, type(module).__name__)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    try:
+        tracer = _ExampleTracer(args, defaults)
+        graph = _traced(module, tracer, defaults, n_inputs)
+    except Exception as err:  # neither trace: the specialized one's reason, the closer one
+        raise _cannot_trace(err, module, where) from None
+    _drop_unused_sizes(graph, tracer.sizes)
+    sizes = _specialized_sizes(module, args, defaults, graph, tracer.read_sizes)
+    found = Specialized(reason, list(dict.fromkeys(tracer.specialized)), sizes)
+    return torch.fx.GraphModule(module, graph, type(module).__name__), found
+
+
+# -- the fallback: a trace specialized to the example's sizes -------------------------------
+
+_UNKNOWN = object()  # a value the example trace could not compute
+
+# the methods and attributes of a tensor that read its sizes, never its values
+_SIZE_METHODS = {"size", "dim", "numel"}
+_SIZE_ATTRIBUTES = {"shape", "ndim"}
+
+
+class _ExampleProxy(torch.fx.Proxy):
+    """A traced value that also holds its value on the example input. A size read from it
+    (``x.size(1)``, ``x.shape``, ``x.dim()``, ``len(x)`` and arithmetic on them) is a node as
+    in a plain trace, but where Python needs a number (``range(r_out.size(1))``,
+    ``if x.dim() == 3:``) it is the example's: the trace is specialized to that size. A value
+    computed from a tensor's values is never made a constant."""
+
+    def __index__(self):
+        return self.tracer.as_constant(self, "a tensor's value used as a Python integer")
+
+
+class _ExampleTracer(_Tracer):
+    """``_Tracer`` run on the example inputs alongside the graph it builds: every node's value
+    is computed as it is recorded (the children run as torch runs them), so that sizes are
+    known while the forward's Python code runs. ``specialized`` lists the source lines where
+    a size became a constant."""
+
+    def __init__(self, inputs, defaults):
+        super().__init__()
+        self.inputs, self.defaults = list(inputs), defaults
+        self.values = {}  # node -> its value on the example (or _UNKNOWN)
+        self.sizes = set()  # the nodes holding sizes and what is computed from them alone
+        self.ranks = set()  # those of them read from ``dim()`` alone: no size the input has
+        self.specialized = []  # "file:line: code" where a size was read as a constant
+        self.read_sizes = False  # a size, not only a rank, was read as a constant
+        self._placeholders = 0
+        self._running = False  # a child runs as torch runs it: no nodes, no proxies
+
+    def proxy(self, node):
+        return _ExampleProxy(node, self)
+
+    def create_proxy(self, kind, target, args, kwargs, *rest, **more):
+        proxy = super().create_proxy(kind, target, args, kwargs, *rest, **more)
+        if isinstance(proxy, torch.fx.Proxy):
+            node = proxy.node
+            self.values[node] = self._evaluate(kind, target, args, kwargs)
+            if self._reads_sizes(kind, target, args) and self.values[node] is not _UNKNOWN:
+                self.sizes.add(node)
+                if self._reads_rank(kind, target, args):
+                    self.ranks.add(node)
+        return proxy
+
+    def call_module(self, m, forward, args, kwargs):
+        if self._running:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        if self._running:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def _value(self, a):
+        return self.values.get(a.node, _UNKNOWN) if isinstance(a, torch.fx.Proxy) else a
+
+    def _evaluate(self, kind, target, args, kwargs):
+        if kind == "placeholder":
+            k = self._placeholders
+            self._placeholders += 1
+            return self.inputs[k] if k < len(self.inputs) else self.defaults.get(target)
+        values = torch.fx.node.map_aggregate((args, kwargs), self._value)
+        unknown = []
+        torch.fx.node.map_aggregate(values, lambda v: unknown.append(v is _UNKNOWN))
+        if any(unknown):
+            return _UNKNOWN
+        (args, kwargs), self._running = values, True
+        try:
+            with torch.no_grad():
+                if kind == "call_function":
+                    return target(*args, **kwargs)
+                if kind == "call_method":
+                    return getattr(args[0], target)(*args[1:], **kwargs)
+                if kind == "call_module":
+                    return self.root.get_submodule(target)(*args, **kwargs)
+                if kind == "get_attr":
+                    return operator.attrgetter(target)(self.root)
+        finally:
+            self._running = False
+        return _UNKNOWN
+
+    def _reads_sizes(self, kind, target, args):
+        if kind == "call_method" and target in _SIZE_METHODS:
+            return True
+        if kind != "call_function":
+            return False
+        if target is getattr:
+            return args[1] in _SIZE_ATTRIBUTES
+        if target is len or target is _traced_len:
+            return isinstance(self._value(args[0]), torch.Tensor)
+        inputs = []
+        torch.fx.node.map_aggregate(
+            args, lambda a: inputs.append(a) if isinstance(a, torch.fx.Proxy) else None
+        )
+        pure = getattr(target, "__module__", None) in ("_operator", "operator", "builtins")
+        return pure and bool(inputs) and all(a.node in self.sizes for a in inputs)
+
+    def _reads_rank(self, kind, target, args):
+        if kind == "call_method":
+            return target == "dim"
+        if target is getattr:
+            return args[1] == "ndim"
+        inputs = []
+        torch.fx.node.map_aggregate(
+            args, lambda a: inputs.append(a) if isinstance(a, torch.fx.Proxy) else None
+        )
+        return bool(inputs) and all(a.node in self.ranks for a in inputs)
+
+    def as_constant(self, proxy, what):
+        """The example's value of ``proxy`` where Python needs a number, when it is a size; a
+        value computed from a tensor's values is refused: the example's would hold for it
+        alone."""
+        if proxy.node not in self.sizes:
+            raise torch.fx.proxy.TraceError(f"{what} (only sizes are specialized to the example's)")
+        self.specialized.append(_user_line())
+        self.read_sizes |= proxy.node not in self.ranks
+        return self.values[proxy.node]
+
+    def to_bool(self, obj):
+        return bool(self.as_constant(obj, "control flow on a tensor's values"))
+
+    def iter(self, obj):
+        value = self.values.get(obj.node, _UNKNOWN)
+        if obj.node in self.sizes and isinstance(value, tuple):  # for d in x.shape
+            self.specialized.append(_user_line())
+            return iter([obj[i] for i in range(len(value))])
+        return super().iter(obj)
+
+
+def _user_line():
+    """``file:line: code`` of the innermost frame of the user's code on the stack now."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        file = frame.f_code.co_filename
+        if "/torch/" not in file and "/compare/" not in file:
+            text = inspect.getframeinfo(frame).code_context
+            return f"{file}:{frame.f_lineno}: {(text or [''])[0].strip()}"
+        frame = frame.f_back
+    return "unknown source line"
+
+
+def _drop_unused_sizes(graph, sizes):
+    """The size reads the example trace made constants of (``r_out.size(1)`` read by
+    ``range``) are nodes no other reads: dropped, so that no dead line is written."""
+    for node in reversed(list(graph.nodes)):
+        if node in sizes and not node.users:
+            graph.erase_node(node)
+
+
+@dataclasses.dataclass
+class Specialized:
+    """What a trace specialized to the example made constants of: ``reason``, why the plain
+    trace failed; ``lines``, the source lines where a size became a constant; ``sizes``,
+    ``(input index, torch dim, size)`` of the input sizes the traced code depends on."""
+
+    reason: str
+    lines: list
+    sizes: list
+
+
+def _resized(x, dim, size):
+    """``x`` with ``size`` along ``dim``: its own slices, repeated or cut (integer inputs stay
+    valid indices)."""
+    index = torch.arange(size) % x.shape[dim]
+    return x.index_select(dim, index)
+
+
+def _specialized_sizes(module, args, defaults, graph, read_sizes):
+    """The input sizes a trace specialized to ``args`` depends on: each size, one smaller and
+    one larger, traced again; where torch runs the module at that size but the code traced
+    there differs (another unrolling, another branch) or fails, the size is specialized. A
+    size torch itself refuses (a Linear's features) is not. When sizes were read as constants
+    but no neighbour shows it (``if x.size(1) > 5`` at 10), every size torch would take
+    another of is taken as specialized: the file refuses more than it must, never less."""
+    code = graph.python_code("self").src
+    n_inputs = len(args)
+    found, free = [], []
+    for i, x in enumerate(args):
+        if not isinstance(x, torch.Tensor):
+            continue
+        for dim in range(x.dim()):
+            changed = accepted = False
+            for size in (x.shape[dim] - 1, x.shape[dim] + 1):
+                if size < 1:
+                    continue
+                other = list(args)
+                other[i] = _resized(x, dim, size)
+                try:
+                    with torch.no_grad():
+                        module(*other)
+                except Exception:  # torch refuses this size: the model fixes it, not the trace
+                    continue
+                accepted = True
+                try:
+                    tracer = _ExampleTracer(other, defaults)
+                    traced = _traced(module, tracer, defaults, n_inputs)
+                    _drop_unused_sizes(traced, tracer.sizes)
+                    changed = traced.python_code("self").src != code
+                except Exception:  # the trace fails there: another path through the code
+                    changed = True
+                if changed:
+                    break
+            if changed:
+                found.append((i, dim, x.shape[dim]))
+            elif accepted:
+                free.append((i, dim, x.shape[dim]))
+    if read_sizes and not found:
+        found = free
+    return found
+
+
+# -- unrolled loops, rolled back -------------------------------------------------------------
+
+
+class _LoopIndex(int):
+    """An integer constant of an unrolled loop's first pass, written as the loop's variable."""
+
+    name = "t"
+
+    def __repr__(self):
+        return self.name
+
+
+@dataclasses.dataclass
+class _Loop:
+    """Items of a list (``torch.stack(outs, 1)``'s) computed alike, one per pass of a loop the
+    example trace unrolled: ``chains[j]``, the nodes computing item ``j`` alone; ``varying``,
+    where in the first chain the pass's integer stands (node index, argument path);
+    ``indices``, that integer in each pass."""
+
+    consumer: torch.fx.Node
+    chains: list
+    varying: list
+    indices: list
+
+
+def _chain(end, consumer, position):
+    """The nodes that compute ``end`` for ``consumer`` alone, in graph order (None: ``end``
+    is read elsewhere too)."""
+    if set(end.users) != {consumer}:
+        return None
+    chain = {end}
+    grew = True
+    while grew:
+        grew = False
+        for node in list(chain):
+            for m in node.all_input_nodes:
+                computed = m.op in ("call_function", "call_method", "call_module")
+                if m not in chain and computed and set(m.users) <= chain:
+                    chain.add(m)
+                    grew = True
+    return sorted(chain, key=position.__getitem__)
+
+
+def _alike(a, b, inside, path, diffs):
+    """Whether arguments ``a`` (of the first chain) and ``b`` (of another) are the same but
+    for integers, whose paths and values go into ``diffs``."""
+    if isinstance(a, torch.fx.Node):
+        return isinstance(b, torch.fx.Node) and inside.get(a, a) is b
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, tuple | list):
+        return len(a) == len(b) and all(
+            _alike(x, y, inside, (*path, k), diffs)
+            for k, (x, y) in enumerate(zip(a, b, strict=True))
+        )
+    if isinstance(a, slice):
+        parts = ((a.start, b.start), (a.stop, b.stop), (a.step, b.step))
+        return all(_alike(x, y, inside, (*path, k), diffs) for k, (x, y) in enumerate(parts))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(
+            _alike(a[k], b[k], inside, (*path, k), diffs) for k in a
+        )
+    if type(a) is int and a != b:
+        diffs.append((path, a, b))
+        return True
+    return a == b
+
+
+def _loops(nodes):
+    """The lists in ``nodes`` whose items are computed alike, pass by pass, with one integer
+    counting the passes: what remains of a Python loop the example trace unrolled."""
+    position = {node: k for k, node in enumerate(nodes)}
+    found = []
+    for consumer in nodes:
+        for items in (*consumer.args, *consumer.kwargs.values()):
+            if not (isinstance(items, list | tuple) and len(items) >= 2):
+                continue
+            if not all(isinstance(n, torch.fx.Node) for n in items) or len(set(items)) < len(items):
+                continue
+            loop = _loop(consumer, items, position)
+            if loop is not None:
+                found.append(loop)
+    taken, loops = set(), []
+    for loop in found:  # a node in one loop only
+        nodes_in = {n for chain in loop.chains for n in chain}
+        if not nodes_in & taken:
+            taken |= nodes_in
+            loops.append(loop)
+    return loops
+
+
+def _loop(consumer, items, position):
+    chains = [_chain(end, consumer, position) for end in items]
+    if any(c is None or len(c) != len(chains[0]) for c in chains):
+        return None
+    first, varying, indices = chains[0], None, []
+    for chain in chains[1:]:
+        inside = dict(zip(first, chain, strict=True))
+        diffs = []
+        for k, (a, b) in enumerate(zip(first, chain, strict=True)):
+            if a.op != b.op or a.target != b.target or a.op == "placeholder":
+                return None
+            if a.op == "call_method" and a.target.endswith("_"):  # in place: not rolled
+                return None
+            if not _alike((a.args, a.kwargs), (b.args, b.kwargs), inside, (k,), diffs):
+                return None
+        paths = [path for path, _, _ in diffs]
+        if not diffs or (varying is not None and paths != varying):
+            return None
+        if len({a for _, a, _ in diffs}) != 1 or len({b for _, _, b in diffs}) != 1:
+            return None
+        varying = paths
+        indices = indices or [diffs[0][1]]
+        indices.append(diffs[0][2])
+    step = indices[1] - indices[0]
+    if step == 0 or any(b - a != step for a, b in zip(indices, indices[1:], strict=False)):
+        return None
+    outside = {m for chain in chains for n in chain for m in n.all_input_nodes} - set(
+        n for chain in chains for n in chain
+    )
+    begin = min(position[n] for chain in chains for n in chain)
+    if any(position[m] > begin for m in outside):  # written at the loop's first node
+        return None
+    return _Loop(consumer, chains, varying, indices)
+
+
+def _substituted(value, path, new):
+    """``value`` (nested tuples, lists, slices, dicts) with ``new`` at ``path``."""
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, slice):
+        parts = [value.start, value.stop, value.step]
+        parts[head] = _substituted(parts[head], rest, new)
+        return slice(*parts)
+    if isinstance(value, dict):
+        return {**value, head: _substituted(value[head], rest, new)}
+    items = list(value)
+    items[head] = _substituted(items[head], rest, new)
+    return type(value)(items)
+
+
+def _atom(expr):
+    """``expr`` as an operand: parenthesized unless it is a name, call, subscript or literal."""
+    try:
+        body = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return f"({expr})"
+    simple = (ast.Name, ast.Attribute, ast.Call, ast.Subscript, ast.Constant, ast.List, ast.Tuple)
+    return expr if isinstance(body, simple) else f"({expr})"
+
+
+def _pass_expr(ctx, loop, j, variable):
+    """Item ``j`` of ``loop`` as one expression, its pass's integer written as ``variable``."""
+    index = _LoopIndex(loop.indices[j])
+    index.name = variable
+    chain, saved = loop.chains[j], {}
+    try:
+        for k, node in enumerate(chain):
+            paths = [path[1:] for path in loop.varying if path[0] == k]
+            if paths:
+                saved[node] = (node.args, node.kwargs)
+                args_kwargs = (node.args, node.kwargs)
+                for path in paths:
+                    args_kwargs = _substituted(args_kwargs, path, index)
+                node.args, node.kwargs = args_kwargs
+            val, _ = ctx.node(node)
+            val = val.val if isinstance(val, Alias) else val
+            ctx.env[node] = Val(_atom(val.expr), val.perm, ctx.values.get(node))
+    finally:
+        for node, (args, kwargs) in saved.items():
+            node.args, node.kwargs = args, kwargs
+    return val  # the item itself: no parentheses around it in the comprehension
+
+
+def _write_loop(ctx, loop, live_until):
+    """``outs = [self.out(r_out[:, t, :]) for t in range(10)]`` for ``loop``, when every
+    pass's expression is the first one's with its own integer (a rule that reads the integer
+    itself, not only writes it, makes them differ: then the passes stay unrolled); None when
+    not."""
+    variable = ctx.new_name("t")
+    try:
+        passes = [_pass_expr(ctx, loop, j, variable) for j in range(len(loop.chains))]
+    except Untranslatable:  # the unrolled lines name the node that cannot be translated
+        return None
+    if any(p.expr != passes[0].expr or p.perm != passes[0].perm for p in passes):
+        return None
+    end = loop.chains[0][-1]
+    base = re.sub(r"_\d+$", "", end.name)
+    if end.op == "call_module":  # the layer's name: outs = [self.out(...) for t in ...]
+        base = end.target.replace(".", "_")
+    name = ctx.new_name(f"{base}s")
+    start, step, count = loop.indices[0], loop.indices[1] - loop.indices[0], len(loop.indices)
+    bounds = f"{count}" if (start, step) == (0, 1) else f"{start}, {start + step * count}"
+    bounds += "" if step == 1 else f", {step}"
+    shape = _shape_comment(ctx.values.get(end), passes[0].perm)
+    note = f"  # each {shape}" if shape else ""
+    for j, chain in enumerate(loop.chains):
+        ctx.env[chain[-1]] = Val(f"{name}[{j}]", passes[0].perm, ctx.values.get(chain[-1]))
+    ctx.live[name] = live_until[loop.consumer]
+    items = "[" + ", ".join(f"{name}[{j}]" for j in range(count)) + "]"
+    return f"{name} = [{passes[0].expr} for {variable} in range({bounds})]{note}", items, name
 
 
 # -- the translator ------------------------------------------------------------------------
@@ -337,7 +794,7 @@ class Translator:
         where = path or "the model"
         if not path and _is_numeric_sequential(module):
             return self._root_sequential(inst, args, in_perms)
-        gm = _trace(module, where, len(args))
+        gm, inst.specialized = _trace(module, where, args)
         nodes = list(gm.graph.nodes)
         placeholders = [n for n in nodes if n.op == "placeholder"]
         if len(placeholders) != len(args):  # before running it: fx would fail in a traceback
@@ -360,9 +817,22 @@ class Translator:
             inst.arguments.append(name)
             env[node] = Val(name, perm, values[node])
             ctx.live[name] = live_until[node]
+        if inst.specialized is not None:
+            lines += _size_checks(inst, type(module).__name__, placeholders, env)
+        # the loops the example trace unrolled, written as loops again where they can be
+        loops = _loops(nodes) if inst.specialized is not None else []
+        starts = {min((n for c in lp.chains for n in c), key=position.get): lp for lp in loops}
+        rolled, lists = set(), {}  # the nodes a loop line wrote; consumer -> (items, name)
         for i, node in enumerate(nodes):
             ctx.index = i
-            if node.op == "placeholder":
+            if node in starts:
+                written = _write_loop(ctx, starts[node], live_until)
+                if written is not None:
+                    line, items, name = written
+                    lines.append(line)
+                    rolled |= {n for c in starts[node].chains for n in c}
+                    lists.setdefault(starts[node].consumer, []).append((items, name))
+            if node.op == "placeholder" or node in rolled:
                 continue
             if node.op == "output":
                 out = ctx.to_torch_layout(node.args[0]) if not path else ctx.arg(node.args[0])
@@ -376,6 +846,8 @@ class Translator:
                     f"{where}: node {node.name} ({node.op} {_target_name(node)}): {err} "
                     f"({_source_line(node.stack_trace)})"
                 ) from None
+            for items, name in lists.get(node, ()) if isinstance(val, Val) else ():
+                val.expr = val.expr.replace(items, name)  # [outs[0], outs[1]...] read as outs
             if isinstance(val, Alias):  # a no-op: the value goes on under its old name
                 env[node] = Val(val.val.expr, val.val.perm, values.get(node))
                 ctx.live[val.val.expr] = max(ctx.live.get(val.val.expr, 0), live_until[node])
@@ -576,7 +1048,12 @@ class Translator:
         parts = []
         for group in groups:
             parts.append(self._render_class(group))
-        header = _header(torch_module, example_inputs, root)
+        specialized = {}  # one note per class: instances sharing one are specialized alike
+        for inst in self.instances:
+            if inst.specialized is not None:
+                specialized.setdefault(inst.group.name, (inst, inst.group))
+        specialized = list(specialized.values())
+        header = _header(torch_module, example_inputs, root, specialized)
         helpers = "\n\n".join(HELPERS[h] for h in sorted(self.helpers))
         imports = ["import jax", "import jax.numpy as jnp", "from flax import nnx", ""]
         imports.append("from jaxnets import layers")
@@ -688,6 +1165,7 @@ class Translator:
         for line in first.forward:
             if shared:  # shapes differ between the instances: keep the layout words only
                 line = re.sub(r"  # (.*?)\(\d[\d, ]*\)( \w+)?$", _keep_words, line)
+                line = line.removesuffix("  # each")  # a loop's items: their shape alone
             lines.append(f"        {line}")
         return "\n".join(lines) + "\n"
 
@@ -807,9 +1285,10 @@ def _render_ctor(ctor, group, counter, depth):
     return f"{ctor.func}({', '.join(parts + ['rngs=rngs'])})"
 
 
-def _header(torch_module, example_inputs, root):
+def _header(torch_module, example_inputs, root, specialized=()):
     cls = type(torch_module)
     shapes = ", ".join(str(tuple(x.shape)) for x in example_inputs)
+    notes = "".join("\n" + _specialized_note(*item) + "\n" for item in specialized)
     return (
         f'"""Flax NNX twin of {cls.__module__}.{cls.__qualname__}, written by '
         "`twinnets translate`.\n\n"
@@ -818,8 +1297,34 @@ def _header(torch_module, example_inputs, root):
         "unchanged. Images\nenter channels-last (N, H, W, C); the outputs leave in torch's "
         "layout. Layer settings are\ntorch's, spelled out where Flax's defaults differ "
         "(docs/PORTING.md).\n"
+        f"{notes}"
         '"""\n'
     )
+
+
+def _specialized_note(inst, group):
+    """The header's paragraph on a class traced on the example's sizes: why, where sizes
+    became constants, which sizes the file holds for."""
+    found, class_name = inst.specialized, group.name
+    torch_name = type(inst.module).__name__
+    paths = [i.path for i in group.instances if i.path]
+    where = f" ({', '.join(paths)})" if paths else ""
+    read = "; ".join(re.sub(r"^.*/", "", line) for line in found.lines) or "nowhere"
+    sizes = " and ".join(
+        f"{inst.arguments[i]} of size {size} along torch dim {dim}" for i, dim, size in found.sizes
+    )
+    holds = (
+        f"This file holds for {sizes} only: {class_name}.__call__ raises ValueError on another "
+        "size (translate the model again for it)."
+        if sizes
+        else "No input size changes the traced code: the file holds for any."
+    )
+    text = (
+        f"{torch_name}.forward{where} cannot be traced symbolically ({found.reason}); it was "
+        f"traced on the example input instead, its sizes read as constants where Python needed "
+        f"numbers ({read}), loops over them unrolled. {holds}"
+    )
+    return textwrap.fill(text, 92, break_long_words=False, break_on_hyphens=False)
 
 
 def _shape_comment(value, perm):
@@ -842,6 +1347,24 @@ def _target_name(node):
         return t
     mod = getattr(t, "__module__", "") or ""
     return f"{mod}.{getattr(t, '__name__', t)}".lstrip(".")
+
+
+def _size_checks(inst, class_name, placeholders, env):
+    """The first lines of a forward traced on the example's sizes: each size it is specialized
+    to checked, so that another input ends in one clear error, not in other numbers."""
+    lines = []
+    for i, dim, size in inst.specialized.sizes:
+        val = env[placeholders[i]]
+        shape = f"{val.expr}.shape[{val.perm.index(dim)}]"
+        lines += [
+            f"if {shape} != {size}:  # traced on the example's size (docs/TRANSLATE.md)",
+            "    raise ValueError(",
+            f'        f"{class_name} was translated for {val.expr} of size {size} along torch dim '
+            f"{dim} (the example's), not \"",
+            f'        f"{{{shape}}}: translate the model again on an input of that size"',
+            "    )",
+        ]
+    return lines
 
 
 class Call:
@@ -1700,6 +2223,21 @@ def _cat(ctx, node, args, kwargs):
     return Val(f"jnp.concatenate([{', '.join(exprs)}], axis={axis})", perm)
 
 
+def _stack(ctx, node, args, kwargs):
+    """``torch.stack``: the items in the first one's layout, the new axis at the same place in
+    the JAX array as in torch's (the layout's other axes, renumbered, keep their order)."""
+    items = node.args[0] if node.args else node.kwargs["tensors"]
+    dim = _kw(args, kwargs, 1, "dim", 0)
+    if isinstance(items, torch.fx.Node):
+        raise Untranslatable("a list of tensors handed in whole")
+    tensors = [ctx.arg(a) for a in items]
+    perm = tensors[0].perm
+    dim %= len(perm) + 1
+    exprs = [ctx.layout(t, perm) for t in tensors]
+    moved = [a + (a >= dim) for a in perm]
+    return Val(f"jnp.stack([{', '.join(exprs)}], axis={dim})", (*moved[:dim], dim, *moved[dim:]))
+
+
 def _split_items(expr):
     inner = expr[1:-1].rstrip(",")
     items, depth, cur = [], 0, ""
@@ -1941,6 +2479,7 @@ OPS = {
     "stochastic_depth": _stochastic_depth,
     "flatten": _flatten_op,
     "cat": _cat,
+    "stack": _stack,
     "mean": _reduce("mean"),
     "sum": _reduce("sum"),
     "permute": _permute,
@@ -2077,6 +2616,7 @@ def _join_modes(runs):
             }
             init.update({attr: c for attr, c in inst.init if attr not in init})
             first.init = sorted(init.items(), key=lambda item: rank.get(item[0], -1))
+            first.specialized = first.specialized or inst.specialized
             forward = _switch(inst.forward, first.forward)
             if forward != first.forward:  # not a difference of comments alone
                 if _SWITCH in init:
@@ -2290,11 +2830,9 @@ def _load(source, class_name):
     return namespace
 
 
-def translate(torch_module, example_inputs, *, class_name=None):
-    """Readable Flax NNX source for ``torch_module`` (traced on ``example_inputs``, a tensor
-    or a tuple of them, in torch's layout, in training and in eval mode), its class built
-    with the torch weights, in the torch module's mode; see the module docstring. What cannot
-    be translated raises ``CompareError`` in one line."""
+def translated_source(torch_module, example_inputs, *, class_name=None):
+    """The generated file and its class's name, as ``translate`` writes them, without building
+    the class (no JAX compilation): what a test of the source alone needs."""
     import copy
 
     if not isinstance(torch_module, nn.Module):
@@ -2322,6 +2860,18 @@ def translate(torch_module, example_inputs, *, class_name=None):
     tr, root = _join_modes(runs)
     class_name = class_name or type(torch_module).__name__
     source = _format(tr.source(root, class_name, torch_module, example_inputs))
+    return source, class_name
+
+
+def translate(torch_module, example_inputs, *, class_name=None):
+    """Readable Flax NNX source for ``torch_module`` (traced on ``example_inputs``, a tensor
+    or a tuple of them, in torch's layout, in training and in eval mode), its class built
+    with the torch weights, in the torch module's mode; see the module docstring. What cannot
+    be translated raises ``CompareError`` in one line."""
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    example_inputs = tuple(example_inputs)
+    source, class_name = translated_source(torch_module, example_inputs, class_name=class_name)
     namespace = _load(source, class_name)
     model = getattr(namespace, class_name)(rngs=nnx.Rngs(0))
     port.torch_to_nnx(port.torch_state_dict(torch_module), model)
