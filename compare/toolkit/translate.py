@@ -49,6 +49,7 @@ from torch import nn
 
 from compare import port
 from compare.errors import CompareError
+from compare.toolkit.engine import call as call_model
 
 __all__ = ["Translation", "translate"]
 
@@ -810,10 +811,13 @@ def _render_ctor(ctor, group, counter, depth):
 def _header(torch_module, example_inputs, root):
     cls = type(torch_module)
     shapes = ", ".join(str(tuple(x.shape)) for x in example_inputs)
+    traced_on = f"an input of shape {shapes}"
+    if len(example_inputs) > 1:
+        traced_on = f"{len(example_inputs)} inputs of shapes {shapes}"
     return (
         f'"""Flax NNX twin of {cls.__module__}.{cls.__qualname__}, written by '
         "`twinnets translate`.\n\n"
-        f"Traced with torch.fx from an input of shape {shapes}. The nnx.State paths are the "
+        f"Traced with torch.fx from {traced_on}. The nnx.State paths are the "
         "torch\nstate_dict keys, so compare.port.torch_to_nnx loads the torch weights "
         "unchanged. Images\nenter channels-last (N, H, W, C); the outputs leave in torch's "
         "layout. Layer settings are\ntorch's, spelled out where Flax's defaults differ "
@@ -2153,9 +2157,10 @@ class Translation:
         **check_kwargs,
     ):
         """``compare.check`` on a copy of the torch module and a fresh generated module:
-        by default ``steps`` batches drawn like the example input, cross-entropy on integer
-        labels for a 2-D output of two columns or more (mean squared error otherwise), SGD
-        with momentum."""
+        by default ``steps`` batches drawn like the example inputs (each forward argument its
+        own array, in order, to both sides), the sum over the output's tensors of
+        cross-entropy on integer labels for a 2-D output of two columns or more (mean squared
+        error otherwise), SGD with momentum."""
         import copy
 
         from compare.toolkit.check import check
@@ -2184,12 +2189,25 @@ class Translation:
         )
 
 
-def _first_tensor(out):
-    if isinstance(out, torch.Tensor):
-        return out
+def _output_tensors(out):
+    """Every tensor (torch's or JAX's array) of a model's output, in order: a tuple's, a
+    nested tuple's; a ``None`` in it is no output."""
     if isinstance(out, tuple | list):
-        return _first_tensor(out[0])
-    raise CompareError("the model's output holds no tensor")
+        return [t for item in out for t in _output_tensors(item)]
+    return [] if out is None else [out]
+
+
+def _probe_outputs(torch_module, example_inputs):
+    """The tensors of ``torch_module``'s output on the example inputs (a copy runs it: its
+    statistics do not move)."""
+    import copy
+
+    probe = copy.deepcopy(torch_module)
+    with torch.no_grad():
+        outs = _output_tensors(probe(*example_inputs))
+    if not outs:
+        raise CompareError("the model's output holds no tensor")
+    return outs
 
 
 def _classifies(out):
@@ -2200,61 +2218,71 @@ def _classifies(out):
     return out.dim() == 2 and out.shape[1] > 1
 
 
-def default_batches(torch_module, example_inputs, steps, seed=0):
-    """``steps`` batches like the example input: floats standard normal, integers within
-    the example's range; targets: labels for an output of class scores (2-D, two columns or
-    more), numbers of the output's shape otherwise."""
-    if len(example_inputs) != 1:
-        raise CompareError("check's default batches take a model of one input: pass batches=")
-    (x,) = example_inputs
-    rng = np.random.default_rng(seed)
-    import copy
+def _one_or_tuple(items):
+    return items[0] if len(items) == 1 else tuple(items)
 
-    probe = copy.deepcopy(torch_module)
-    with torch.no_grad():
-        out = _first_tensor(probe(x))
+
+def default_batches(torch_module, example_inputs, steps, seed=0):
+    """``steps`` batches like the example inputs: ``x`` one array per forward argument (a
+    tuple of them for several), floats standard normal, integers within that example's
+    range; ``y`` one target per tensor of the output (a tuple for several): labels for class
+    scores (2-D, two columns or more), numbers of the output's shape otherwise."""
+    rng = np.random.default_rng(seed)
+    outs = _probe_outputs(torch_module, example_inputs)
     batches = []
     for _ in range(steps):
-        if x.is_floating_point():
-            xb = rng.standard_normal(tuple(x.shape))
-        else:
-            xb = rng.integers(0, int(x.max()) + 1, tuple(x.shape))
-        if _classifies(out):
-            yb = rng.integers(0, out.shape[1], out.shape[0])
-        else:
-            yb = rng.standard_normal(tuple(out.shape))
-        batches.append((xb, yb))
+        xs = []
+        for x in example_inputs:
+            if x.is_floating_point():
+                xs.append(rng.standard_normal(tuple(x.shape)))
+            else:
+                xs.append(rng.integers(0, int(x.max()) + 1, tuple(x.shape)))
+        ys = []
+        for out in outs:
+            if _classifies(out):
+                ys.append(rng.integers(0, out.shape[1], out.shape[0]))
+            else:
+                ys.append(rng.standard_normal(tuple(out.shape)))
+        batches.append((_one_or_tuple(xs), _one_or_tuple(ys)))
     return batches
 
 
 def default_losses(torch_module, example_inputs):
-    """Cross-entropy on labels for class scores (a 2-D output of two columns or more), mean
-    squared error otherwise (the first tensor of a tuple output)."""
-    import copy
-
+    """The sum over the output's tensors (one, or each of a tuple's: a VAE's reconstruction,
+    mean and log-variance) of a loss against its target: cross-entropy on labels for class
+    scores (2-D, two columns or more), mean squared error otherwise. Every output counts, so
+    that one the translation got wrong shows in the loss and its gradients, not only the
+    first; ``x`` and ``y`` are tuples where ``default_batches`` makes them so."""
     import optax
 
-    probe = copy.deepcopy(torch_module)
-    with torch.no_grad():
-        out = _first_tensor(probe(*example_inputs))
-    classify = _classifies(out)
+    classify = [_classifies(out) for out in _probe_outputs(torch_module, example_inputs)]
+    several = len(classify) > 1
 
-    def first(out):
-        while isinstance(out, tuple | list):
-            out = out[0]
-        return out
+    def pairs(out, y):
+        outs = _output_tensors(out)
+        ys = y if several else (y,)
+        if len(outs) != len(classify):
+            raise CompareError(
+                f"the model returned {len(outs)} outputs, {len(classify)} when probed"
+            )
+        return zip(outs, ys, classify, strict=True)
 
     def torch_loss(model, x, y):
-        out = first(model(x))
-        return F.cross_entropy(out, y) if classify else F.mse_loss(out, y)
+        total = 0
+        for out, target, cls in pairs(call_model(model, x), y):
+            total = total + (F.cross_entropy(out, target) if cls else F.mse_loss(out, target))
+        return total
 
     def flax_loss(model, x, y):
-        out = first(model(x))
-        if classify:
-            return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
-        if y.ndim == 4:  # check hands 4-D arrays over channels-last; the output is torch's
-            y = y.transpose(0, 3, 1, 2)
-        return ((out - y) ** 2).mean()
+        total = 0
+        for out, target, cls in pairs(call_model(model, x), y):
+            if cls:
+                total = total + optax.softmax_cross_entropy_with_integer_labels(out, target).mean()
+                continue
+            if target.ndim == 4:  # check hands 4-D arrays over channels-last; outputs are torch's
+                target = target.transpose(0, 3, 1, 2)
+            total = total + ((out - target) ** 2).mean()
+        return total
 
     return torch_loss, flax_loss
 
