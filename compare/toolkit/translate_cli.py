@@ -95,20 +95,17 @@ def build(target, kwargs):
 
 def check_weights_path(weights):
     """``--weights``'s format by its path (``"safetensors"`` or ``"orbax"``), or one line
-    before any work is done: an Orbax checkpoint is a new directory, never one written over."""
+    before any work is done: the weights, a file or a checkpoint directory, go to a new path,
+    never over what is there (another run's weights, a user's file)."""
     path = Path(weights)
-    if path.suffix == ".safetensors":
-        return "safetensors"
     if path.suffix in (".pt", ".pth"):
         raise CompareError(
             f"--weights {weights}: Flax weights are a .safetensors file or an Orbax checkpoint "
             "directory (a path without that suffix), not torch's format"
         )
     if path.exists() or path.is_symlink():
-        raise CompareError(
-            f"--weights {weights}: already exists; an Orbax checkpoint is written to a new path"
-        )
-    return "orbax"
+        raise CompareError(f"--weights {weights}: already exists; the weights go to a new path")
+    return "safetensors" if path.suffix == ".safetensors" else "orbax"
 
 
 def save_orbax(module, path):
