@@ -1108,6 +1108,34 @@ def test_the_vae_without_its_eps_draws_inside_forward_and_is_refused():
     assert "node randn_like (call_function torch.randn_like): no rule for this op" in message
 
 
+# -- a bare layer as the model ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layer", "x", "base"),
+    [
+        (nn.Linear(6, 3), torch.randn(4, 6), "nnx.Linear"),
+        (nn.Conv2d(3, 4, 3, stride=2, padding=1), torch.randn(2, 3, 8, 8), "nnx.Conv"),
+        (nn.BatchNorm2d(3), torch.randn(2, 3, 4, 4), "layers.BatchNorm"),
+        (nn.LSTM(3, 4, batch_first=True), torch.randn(2, 5, 3), "layers.LSTM"),
+    ],
+    ids=["Linear", "Conv2d", "BatchNorm2d", "LSTM"],
+)
+def test_a_bare_layer_as_the_model_is_a_subclass_of_its_nnx_layer(layer, x, base):
+    """One torch layer as the whole model (its state dict ``weight``, ``bias``): the class
+    subclasses the layer's NNX twin, built with the port rule's settings, so that the state
+    paths are the layer's own; images in NHWC, the output back in torch's layout."""
+    result = assert_forward_equal(layer, x)
+    assert f"class {type(layer).__name__}({base}):" in result.source
+    assert sorted(port.mapping(result.module)) == sorted(layer.state_dict())
+
+
+def test_a_bare_linear_layer_passes_check():
+    torch.manual_seed(0)
+    report = tr.translate(nn.Linear(6, 3), torch.randn(4, 6)).check(steps=2)
+    assert report.passed and max(report.loss_max_rel_diff, report.param_max_rel_diff) <= 1e-9
+
+
 # -- several inputs ----------------------------------------------------------------------------
 
 

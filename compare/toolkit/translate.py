@@ -338,6 +338,8 @@ class Translator:
         where = path or "the model"
         if not path and _is_numeric_sequential(module):
             return self._root_sequential(inst, args, in_perms)
+        if not path and isinstance(module, _STATEFUL) and type(module) in LEAVES:
+            return self._root_layer(inst, args, in_perms)
         gm = _trace(module, where, len(args))
         nodes = list(gm.graph.nodes)
         placeholders = [n for n in nodes if n.op == "placeholder"]
@@ -430,6 +432,41 @@ class Translator:
         inst.kind = "root"
         inst.key = _instance_key(inst)
         inst.out_perm = _ident(out.dim())
+        self.instances.append(inst)
+        return inst
+
+    def _root_layer(self, inst, args, in_perms):
+        """A bare torch layer with weights as the whole model (``nn.Linear(3, 2)``): a
+        subclass of its NNX layer, built with the port rule's settings, so that the state
+        paths are the layer's own (``weight``, ``bias``: the state dict's keys), taking and
+        returning torch's layout."""
+        module = inst.module
+        if len(args) != 1:
+            raise Untranslatable(f"the model: a {type(module).__name__} takes one input")
+        rule = LEAVES[type(module)]
+        (x,), (perm,) = args, in_perms
+        need = rule.needs(module, x, perm)
+        expr = "x" if need is None or need == perm else f"x.transpose{_convert(perm, need)}"
+        perm = need if need is not None else perm
+        _, out_perm = rule.call(module, expr, x, perm, self.helpers, "super().__call__")
+        with torch.no_grad():
+            out = module(x)
+        inst.arguments = ["x"]
+        if isinstance(out, torch.Tensor):
+            shape = _shape_comment(out, out_perm)
+            inst.forward = [f"x = super().__call__({expr})  # {shape}"]
+            back = _convert(out_perm, _ident(out.dim()))
+            moved = back != _ident(out.dim())
+            inst.forward.append(f"return x.transpose{back}" if moved else "return x")
+            inst.out_perm = _ident(out.dim())
+        else:  # a recurrent layer's (output, state): torch's layout as it comes
+            inst.forward = [f"return super().__call__({expr})"]
+            inst.out_perm = out_perm
+        ctor = rule.ctor(module)
+        ctor.comment = ""
+        inst.init = [("__super__", ctor)]
+        inst.kind = "root"
+        inst.key = _instance_key(inst)
         self.instances.append(inst)
         return inst
 
@@ -658,7 +695,7 @@ class Translator:
         params = "".join(f"{p}, " for p in group.params)
         base = "nnx.Module"
         if first.init and first.init[0][0] == "__super__":
-            base = "nnx.Sequential"
+            base = _SUPER_BASES.get(first.init[0][1].func, first.init[0][1].func)
         lines = [f"class {group.name}({base}):", doc.rstrip("\n"), ""]
         lines.append(f"    def __init__(self, {params}*, rngs: nnx.Rngs):")
         counter = iter(range(10**9))
@@ -671,8 +708,11 @@ class Translator:
                 lines.append(f"        {_set(attr, ctor)}")
                 continue
             text = _render_ctor(ctor, group, counter, 2)
-            if attr == "__super__":  # the layers of an nnx.Sequential subclass
-                lines.append("        super().__init__(" + text.removeprefix("nnx.Sequential("))
+            if attr == "__super__":  # an nnx.Sequential's layers, a layer's settings
+                rest = text.removeprefix(f"{ctor.func}(")
+                if ctor.func in _SUPER_EXTRA:  # what a partial adds to the class it subclasses
+                    rest = rest.removesuffix("rngs=rngs)") + f"{_SUPER_EXTRA[ctor.func]}rngs=rngs)"
+                lines.append("        super().__init__(" + rest)
                 if first.switch:
                     lines.append(f"        {_SWITCH_INIT}")
                 continue
@@ -691,6 +731,12 @@ class Translator:
                 line = re.sub(r"  # (.*?)\(\d[\d, ]*\)( \w+)?$", _keep_words, line)
             lines.append(f"        {line}")
         return "\n".join(lines) + "\n"
+
+
+# a model that is one layer subclasses the layer's NNX class: jaxnets.layers.Conv is a partial
+# of nnx.Conv (torch's convolution arithmetic), so its class is nnx.Conv given what it adds
+_SUPER_BASES = {"layers.Conv": "nnx.Conv"}
+_SUPER_EXTRA = {"layers.Conv": "conv_general_dilated=layers.conv_general_dilated, "}
 
 
 def _camel(name):
