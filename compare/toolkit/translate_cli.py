@@ -1,8 +1,9 @@
 """``twinnets translate MODULE:CALLABLE --input SHAPE``: the command around ``translate``.
 
 It builds the torch module (``torch.manual_seed(0)`` first: the same weights every run), makes
-the example input, translates, writes the source (whole or not at all), saves the ported
-weights when asked and, with ``check``, trains both in float64 lockstep.
+the example inputs (one per ``--input``, in the forward's order), translates, writes the
+source (whole or not at all), saves the ported weights when asked and, with ``check``, trains
+both in float64 lockstep.
 
 The weights go where Flax users keep them: a path ending in ``.safetensors`` is one flat file
 (Flax's key names; ``jaxnets.load_checkpoint`` reads it into the generated class), any other
