@@ -433,10 +433,10 @@ def _as_array(value, what):
 
 def _as_arrays(value, what):
     """One array, or a tuple of them (a forward's several inputs, a model's several outputs'
-    targets): a list or tuple of arrays is the latter."""
-    if isinstance(value, list | tuple):
-        if not value:
-            raise CompareError(f"{what} is an empty {type(value).__name__}")
+    targets): a non-empty list or tuple of arrays is the latter; anything else (a list of
+    numbers) must be one array."""
+    arrays = (np.ndarray, torch.Tensor)
+    if isinstance(value, list | tuple) and value and all(isinstance(a, arrays) for a in value):
         return tuple(_as_array(a, f"{what}[{k}]") for k, a in enumerate(value))
     return _as_array(value, what)
 
