@@ -150,7 +150,7 @@ def cmd_translate(args):
     result = translate_cli.run(
         args.target,
         kwargs=args.kwargs,
-        input_spec=args.input,
+        input_specs=args.input,
         out=args.out,
         weights=args.weights,
         check=args.check,
@@ -359,9 +359,10 @@ def build_parser():
     p.add_argument(
         "--input",
         required=True,
+        action="append",
         metavar="SHAPE",
         help="the example input, torch's layout: 2,3,32,32 (floats) or 4,12:int100 (integers "
-        "below 100)",
+        "below 100); once per argument of the forward, in order (--input 4,784 --input 4:int10)",
     )
     p.add_argument("--out", metavar="FILE.py", help="write the source there (default: stdout)")
     p.add_argument(

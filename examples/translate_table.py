@@ -136,7 +136,13 @@ def main(argv=None):
     parser.add_argument("--out", default=str(ROOT / "docs" / "TRANSLATE.md"))
     parser.add_argument("--json", help="also write the rows as JSON there")
     parser.add_argument("--tutorials", action="store_true", help="the tutorials' models instead")
-    parser.add_argument("--task", nargs="*", help="with --tutorials: only these tasks")
+    parser.add_argument(
+        "--task",
+        nargs="+",
+        action="extend",
+        help="with --tutorials: only these tasks (--task vae cgan, or --task vae --task cgan); "
+        "the other tasks' rows stay as they are",
+    )
     args = parser.parse_args(argv)
     if args.tutorials:
         return tutorials_main(args)
@@ -187,7 +193,7 @@ def run_tutorial(example, folder, steps):
     name = example.task + (f"-{example.model}" if example.model else "")
     out = Path(folder) / f"{name.replace('-', '_')}_nnx.py"
     command = [sys.executable, "-m", "compare", "translate", "compare.tutorials:torch_model"]
-    command += ["--kwargs", *example.kwargs(), "--input", example.input, "--out", str(out)]
+    command += ["--kwargs", *example.kwargs(), *example.input_flags(), "--out", str(out)]
     command += ["--check", "--steps", str(steps), "--json", "--no-progress"]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     start = time.perf_counter()
@@ -336,9 +342,45 @@ def write_tutorials(args, rows):
     if TUTORIALS_BEGIN not in body:
         body += f"\n{TUTORIALS_BEGIN}\n{TUTORIALS_END}\n"
     before, _, rest = body.partition(TUTORIALS_BEGIN)
-    _, _, after = rest.partition(TUTORIALS_END)
-    middle = f"{TUTORIALS_BEGIN}\n{tutorial_table(rows)}\n{provenance(rows)}{TUTORIALS_END}"
-    doc.write_text(before + middle + after)
+    old, _, after = rest.partition(TUTORIALS_END)
+    text = f"{tutorial_table(rows)}\n{provenance(rows)}"
+    if args.task:  # some tasks run again: the others' rows and their provenance stay
+        text = merged_tutorials(old, rows)
+    doc.write_text(before + f"{TUTORIALS_BEGIN}\n{text}{TUTORIALS_END}" + after)
+
+
+def _row_key(line):
+    cells = line.split("|")
+    return cells[1].strip(), cells[2].strip()
+
+
+def merged_tutorials(old, rows):
+    """The table already between the markers with the rows of ``rows`` put in their place
+    (by task and model; a row new to the table goes last), the earlier provenance kept, and
+    one line saying which tasks were measured again, when, and how the whole table stands."""
+    new_lines = tutorial_table(rows).splitlines()
+    head, fresh = new_lines[:2], {_row_key(line): line for line in new_lines[2:]}
+    kept = [line for line in old.splitlines() if line.startswith("| ")][2:]
+    lines = [fresh.pop(_row_key(line), line) for line in kept] + list(fresh.values())
+    notes = [
+        line
+        for line in old.strip("\n").splitlines()
+        if line.strip() and not line.startswith("|") and not line.startswith("Rows of ")
+    ]
+    within = 0
+    for line in lines:
+        cells = [c.strip() for c in line.split("|")]
+        if cells[5] == "passed":
+            within += all(float(d) <= 1e-9 for d in cells[6].split(" / "))
+    again = list(dict.fromkeys(r["task"] for r in rows))
+    day, where = provenance(rows).split(" on ", 1)
+    where = where.split(":", 1)[0]
+    note = (
+        f"Rows of {', '.join(again)} measured again {day.removeprefix('Measured ')} on {where}: "
+        f"{within} of {len(lines)} models of the table translated and within 1e-9 in float64 "
+        f"lockstep (`python examples/translate_table.py --tutorials --task {' '.join(again)}`).\n"
+    )
+    return "\n".join(head + lines) + "\n\n" + "\n".join(notes) + "\n\n" + note
 
 
 if __name__ == "__main__":

@@ -972,13 +972,8 @@ def test_torchvision_googlenet_with_auxiliary_heads_in_both_modes():
 
 # -- the tutorials' torch models ---------------------------------------------------------------
 
-# what no rule translates, with a fragment of its one line (docs/TRANSLATE.md's tutorials table)
-UNTRANSLATABLE = {
-    ("vae", None): "node randn_like (call_function torch.randn_like): no rule for this op",
-    ("cgan", "D"): "forward takes 2 inputs (x, labels), 1 were given",
-    ("cgan", "G"): "forward takes 2 inputs (z, labels), 1 were given",
-}
-TRANSLATABLE = [e for e in models.EXAMPLES if (e.task, e.model) not in UNTRANSLATABLE]
+# every tutorial model translates (docs/TRANSLATE.md's tutorials table)
+TRANSLATABLE = list(models.EXAMPLES)
 
 
 def _name(example):
@@ -989,7 +984,8 @@ def _translate_example(example):
     torch.manual_seed(0)
     model = models.torch_model(example.task, example.model)
     model.train()
-    return tr.translate(model, translate_cli.parse_input(example.input))
+    inputs = [translate_cli.parse_input(spec, k) for k, spec in enumerate(example.inputs())]
+    return tr.translate(model, tuple(inputs))
 
 
 # The generated LSTM is jaxnets.layers.LSTM, a stack (of one layer here) over nnx.RNN; the
@@ -1054,15 +1050,6 @@ def test_a_translated_tutorial_model_passes_check(example):
     report = result.check(steps=5)
     assert report.passed, str(report)
     assert max(report.loss_max_rel_diff, report.param_max_rel_diff) <= 1e-9
-
-
-@pytest.mark.parametrize("key", list(UNTRANSLATABLE), ids=lambda key: "-".join(filter(None, key)))
-def test_an_untranslatable_tutorial_model_ends_in_its_one_line(key):
-    task, model = key
-    example = next(e for e in models.EXAMPLES if (e.task, e.model) == key)
-    with pytest.raises(CompareError) as err:
-        _translate_example(example)
-    assert "\n" not in str(err.value) and UNTRANSLATABLE[key] in str(err.value)
 
 
 def test_the_command_reaches_a_tutorials_net_by_task_and_name(cli):
@@ -1266,6 +1253,249 @@ def test_a_loop_whose_passes_differ_stays_unrolled():
     assert " for t in range(" not in body and body.count("jax.nn.softmax(") == 3
 
 
+def test_the_vae_without_its_eps_draws_inside_forward_and_is_refused():
+    """Given its image alone, the vae samples eps with ``torch.randn_like``: no rule, by
+    design (a draw inside forward cannot be fed the same to both sides); its table row hands
+    eps in as a second input instead."""
+    torch.manual_seed(0)
+    with pytest.raises(CompareError) as err:
+        tr.translate(models.torch_model("vae"), torch.randn(4, 784))
+    message = str(err.value)
+    assert "\n" not in message
+    assert "node randn_like (call_function torch.randn_like): no rule for this op" in message
+
+
+# -- a bare layer as the model ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layer", "x", "base"),
+    [
+        (nn.Linear(6, 3), torch.randn(4, 6), "nnx.Linear"),
+        (nn.Conv2d(3, 4, 3, stride=2, padding=1), torch.randn(2, 3, 8, 8), "nnx.Conv"),
+        (nn.BatchNorm2d(3), torch.randn(2, 3, 4, 4), "layers.BatchNorm"),
+        (nn.LSTM(3, 4, batch_first=True), torch.randn(2, 5, 3), "layers.LSTM"),
+    ],
+    ids=["Linear", "Conv2d", "BatchNorm2d", "LSTM"],
+)
+def test_a_bare_layer_as_the_model_is_a_subclass_of_its_nnx_layer(layer, x, base):
+    """One torch layer as the whole model (its state dict ``weight``, ``bias``): the class
+    subclasses the layer's NNX twin, built with the port rule's settings, so that the state
+    paths are the layer's own; images in NHWC, the output back in torch's layout."""
+    result = assert_forward_equal(layer, x)
+    assert f"class {type(layer).__name__}({base}):" in result.source
+    assert sorted(port.mapping(result.module)) == sorted(layer.state_dict())
+
+
+def test_a_bare_linear_layer_passes_check():
+    torch.manual_seed(0)
+    report = tr.translate(nn.Linear(6, 3), torch.randn(4, 6)).check(steps=2)
+    assert report.passed and max(report.loss_max_rel_diff, report.param_max_rel_diff) <= 1e-9
+
+
+# -- several inputs ----------------------------------------------------------------------------
+
+
+class Labelled(nn.Module):
+    """cgan's discriminator in small: integer labels through an embedding, joined to a float
+    input."""
+
+    def __init__(self):
+        super().__init__()
+        self.label_emb = nn.Embedding(5, 3)
+        self.fc = nn.Linear(6 + 3, 4)
+
+    def forward(self, x, labels):
+        return self.fc(torch.cat([x, self.label_emb(labels)], dim=1))
+
+
+class TwoFloats(nn.Module):
+    """Two float inputs of one shape, each through its own layer: swapped, or one of them
+    dropped, the output is another."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+        self.gate = nn.Linear(6, 3)
+
+    def forward(self, x, context):
+        return self.fc(x) * torch.tanh(self.gate(context))
+
+
+def test_a_model_of_two_inputs_translates_and_passes_check():
+    torch.manual_seed(0)
+    x, labels = torch.randn(4, 6), torch.randint(0, 5, (4,))
+    result = tr.translate(Labelled(), (x, labels))
+    assert "def __call__(self, x, labels):" in result.source
+    batches = tr.default_batches(result.torch_module, result.example_inputs, 2)
+    (xb, lb), yb = batches[0]
+    assert xb.dtype == np.float64 and xb.shape == (4, 6)
+    assert np.issubdtype(lb.dtype, np.integer) and lb.shape == (4,) and lb.max() < 5
+    assert np.issubdtype(yb.dtype, np.integer) and yb.shape == (4,)  # 4 class scores: labels
+    report = result.check(steps=2)
+    assert report.passed, str(report)
+    assert max(report.loss_max_rel_diff, report.param_max_rel_diff) <= 1e-9
+    assert report.grad_rel_diff <= 1e-9 and report.forward_rel_diff <= 1e-9
+
+
+@functools.cache
+def _two_floats_translated():
+    torch.manual_seed(0)
+    return tr.translate(TwoFloats(), (torch.randn(4, 6), torch.randn(4, 6)))
+
+
+def _check_two_floats(torch_model=None, flax_model=None):
+    """``check`` of TwoFloats against its translation (either side replaced when given), on
+    the default batches and losses."""
+    from compare.toolkit.check import check
+
+    result = _two_floats_translated()
+    model = result.torch_module
+    torch_model = torch_model or copy.deepcopy(model)
+    torch_model.load_state_dict(model.state_dict())
+    flax_model = flax_model(result) if flax_model is not None else result.new_module()
+    torch_loss, flax_loss = tr.default_losses(model, result.example_inputs)
+    return check(
+        torch_model,
+        flax_model,
+        batches=tr.default_batches(model, result.example_inputs, 1),
+        torch_loss=torch_loss,
+        flax_loss=flax_loss,
+        torch_optimizer=torch.optim.SGD(torch_model.parameters(), lr=0.01),
+        steps=1,
+    )
+
+
+class SwappedTwoFloats(TwoFloats):
+    def forward(self, x, context):
+        return super().forward(context, x)
+
+
+def _generated_calling(result, wrong_call):
+    """The generated class with its ``__call__`` given the inputs ``wrong_call`` makes."""
+    generated = getattr(result.namespace, result.class_name)
+
+    class Wrong(generated):
+        def __call__(self, x, context):
+            return super().__call__(*wrong_call(x, context))
+
+    return port.torch_to_nnx(port.torch_state_dict(result.torch_module), Wrong(rngs=nnx.Rngs(0)))
+
+
+def test_inputs_swapped_or_dropped_on_either_side_fail_check():
+    """Each forward argument reaches its own place on both sides: the right order passes;
+    the inputs swapped on either side, or the second one replaced by the first, part the
+    outputs at step 0."""
+    report = _check_two_floats()
+    assert report.passed and report.forward_rel_diff <= 1e-12, str(report)
+    for wrong in (
+        {"torch_model": SwappedTwoFloats()},
+        {"flax_model": lambda r: _generated_calling(r, lambda x, c: (c, x))},
+        {"flax_model": lambda r: _generated_calling(r, lambda x, c: (x, x))},
+    ):
+        report = _check_two_floats(**wrong)
+        assert not report.passed and report.forward_rel_diff > 1e-2, str(report)
+        assert report.first_divergence["step"] == 0
+
+
+class TwoHeads(nn.Module):
+    """Two outputs computed apart: a loss of the first alone never sees the second."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.fc(x), self.head(x)
+
+
+def test_every_output_counts_in_the_default_loss():
+    """A tuple output (the vae's reconstruction, mean, log-variance) is fit output by output:
+    the default targets are one per output, and a second output the port got wrong fails
+    ``check`` (the first output alone would leave ``head`` without a gradient)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 6)
+    result = tr.translate(TwoHeads(), x)
+    ((_, (y_fc, y_head)),) = tr.default_batches(result.torch_module, (x,), 1)
+    assert np.issubdtype(y_fc.dtype, np.integer) and y_head.shape == (4,)  # two classes each
+    assert result.check(steps=2).passed
+
+    generated = getattr(result.namespace, result.class_name)
+
+    class HeadScaled(generated):
+        def __call__(self, x):
+            first, second = super().__call__(x)
+            return first, second * 1.5
+
+    wrong = port.torch_to_nnx(
+        port.torch_state_dict(result.torch_module), HeadScaled(rngs=nnx.Rngs(0))
+    )
+    from compare.toolkit.check import check
+
+    torch_model = copy.deepcopy(result.torch_module)
+    torch_loss, flax_loss = tr.default_losses(torch_model, (x,))
+    report = check(
+        torch_model,
+        wrong,
+        batches=tr.default_batches(torch_model, (x,), 1),
+        torch_loss=torch_loss,
+        flax_loss=flax_loss,
+        torch_optimizer=torch.optim.SGD(torch_model.parameters(), lr=0.01),
+    )
+    assert not report.passed and report.first_divergence["tensor"] == "loss", str(report)
+
+
+LABELLED_MODELS = """import torch
+from torch import nn
+
+
+class Labelled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.label_emb = nn.Embedding(5, 3)
+        self.fc = nn.Linear(6 + 3, 4)
+
+    def forward(self, x, labels):
+        return self.fc(torch.cat([x, self.label_emb(labels)], dim=1))
+"""
+
+
+def test_the_command_takes_one_input_per_forward_argument(cli, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "labelledmodels.py").write_text(LABELLED_MODELS)
+    out = tmp_path / "labelled_nnx.py"
+    code, stdout, stderr = cli(
+        *["translate", "labelledmodels:Labelled", "--input", "4,6", "--input", "4:int5"],
+        *["--out", out, "--check", "--steps", "2", "--json", "--no-progress"],
+    )
+    assert code == 0, stderr
+    payload = json.loads(stdout)
+    assert payload["input"] == [[4, 6], [4]]
+    assert payload["check"]["passed"]
+    assert (
+        max(payload["check"]["loss_max_rel_diff"], payload["check"]["param_max_rel_diff"]) <= 1e-9
+    )
+    assert "def __call__(self, x, labels):" in out.read_text()
+
+
+def test_a_wrong_count_of_inputs_ends_in_one_line_and_no_file(cli, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "labelledmodels.py").write_text(LABELLED_MODELS)
+    out = tmp_path / "labelled_nnx.py"
+    for inputs, given in ((["4,6"], 1), (["4,6", "4:int5", "4,2"], 3)):
+        flags = [flag for spec in inputs for flag in ("--input", spec)]
+        code, stdout, stderr = cli("translate", "labelledmodels:Labelled", *flags, "--out", out)
+        assert code == 2 and stdout == ""
+        assert stderr.strip().splitlines() == [
+            f"error: the model: forward takes 2 inputs (x, labels), {given} were given"
+        ]
+        left = sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__")
+        assert left == ["labelledmodels.py"]  # no source, no staging file beside it
+
+
 # -- what cannot be translated -----------------------------------------------------------------
 
 
@@ -1442,17 +1672,26 @@ def test_the_command_saves_an_orbax_checkpoint_the_docs_restore(cli, tmp_path, m
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_the_command_refuses_an_existing_checkpoint_path(cli, tmp_path, monkeypatch):
+def test_the_command_refuses_an_existing_weights_path(cli, tmp_path, monkeypatch):
     existing = tmp_path / "cnn_ckpt"
     existing.mkdir()
     (existing / "keep").write_text("mine")
     code, stdout, stderr = _orbax_command(cli, tmp_path, monkeypatch, "--weights", existing)
     assert code == 2 and stdout == ""
     assert stderr.strip().splitlines() == [
-        f"error: --weights {existing}: already exists; an Orbax checkpoint is written to a new path"
+        f"error: --weights {existing}: already exists; the weights go to a new path"
     ]
     assert [p.name for p in existing.iterdir()] == ["keep"]
     assert not (tmp_path / "cnn_nnx.py").exists()  # refused before any work
+    flat = tmp_path / "cnn.safetensors"  # a flat file is refused alike, before any work
+    flat.write_bytes(b"another run's weights")
+    code, stdout, stderr = _orbax_command(cli, tmp_path, monkeypatch, "--weights", flat)
+    assert code == 2 and stdout == ""
+    assert stderr.strip().splitlines() == [
+        f"error: --weights {flat}: already exists; the weights go to a new path"
+    ]
+    assert flat.read_bytes() == b"another run's weights"
+    assert not (tmp_path / "cnn_nnx.py").exists()
     code, _, stderr = _orbax_command(cli, tmp_path, monkeypatch, "--weights", tmp_path / "w.pt")
     assert code == 2 and "not torch's format" in stderr
     assert not (tmp_path / "w.pt").exists() and not (tmp_path / "cnn_nnx.py").exists()

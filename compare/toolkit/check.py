@@ -155,9 +155,11 @@ def check(
 
     - ``batches``: a list of ``(x, y)`` numpy pairs in torch's layout, one epoch; a third
       element, a dict of arrays, is noise both losses take as a fourth argument (a VAE's eps,
-      a GAN's z). ``steps`` (default: one epoch) cycles them.
+      a GAN's z). ``steps`` (default: one epoch) cycles them. ``x`` may be a tuple of arrays,
+      one per argument of a forward that takes several (``forward(x, labels)``), handed to
+      both models in that order (``model(*x)``); ``y`` a tuple too (one target per output).
     - ``torch_loss(model, x, y)`` and ``flax_loss(model, x, y)``: each side's loss, as in the
-      tutorial files.
+      tutorial files (``x`` and ``y`` as the batch holds them: a tuple stays a tuple).
     - ``torch_optimizer``: a ``torch.optim.Optimizer`` on ``torch_model``'s parameters; the optax
       side is ``compare.optim.to_optax(torch_optimizer, scheduler)`` unless ``optax_tx`` is
       given. ``scheduler``: a torch scheduler stepped after each epoch of ``batches``, or
@@ -429,6 +431,16 @@ def _as_array(value, what):
     return value
 
 
+def _as_arrays(value, what):
+    """One array, or a tuple of them (a forward's several inputs, a model's several outputs'
+    targets): a non-empty list or tuple of arrays is the latter; anything else (a list of
+    numbers) must be one array."""
+    arrays = (np.ndarray, torch.Tensor)
+    if isinstance(value, list | tuple) and value and all(isinstance(a, arrays) for a in value):
+        return tuple(_as_array(a, f"{what}[{k}]") for k, a in enumerate(value))
+    return _as_array(value, what)
+
+
 def _batches(batches):
     """``[(x, y, noise or None)]`` of numpy arrays, or one CompareError line."""
     if not isinstance(batches, list | tuple) or not batches:
@@ -437,7 +449,7 @@ def _batches(batches):
     for i, batch in enumerate(batches):
         if not isinstance(batch, list | tuple) or len(batch) not in (2, 3):
             raise CompareError(f"batch {i} must be an (x, y) pair (or (x, y, noise))")
-        x, y = _as_array(batch[0], f"batch {i}'s x"), _as_array(batch[1], f"batch {i}'s y")
+        x, y = _as_arrays(batch[0], f"batch {i}'s x"), _as_arrays(batch[1], f"batch {i}'s y")
         noise = batch[2] if len(batch) == 3 else None
         if noise is not None:
             if not isinstance(noise, dict):

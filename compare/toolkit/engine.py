@@ -53,7 +53,9 @@ class Side:
     ``loss(model, x, y[, noise])`` is the scalar the gradients are of (tiers 1-2);
     ``step(model, optimizer, x, y[, noise])`` trains one step and returns its loss(es), or
     ``(loss, grads)`` when ``step_grads`` (grads in torch's names, taken inside the step);
-    ``to_side`` turns one numpy array in torch's layout into this side's tensor.
+    ``to_side`` turns one numpy array in torch's layout into this side's tensor. A batch's
+    ``x`` (and ``y``) may be a tuple of arrays: one per forward argument (per output), each
+    turned by ``to_side``, the model called as ``model(*x)`` (``call``).
     """
 
     framework: str  # "torch" or "jax"
@@ -88,10 +90,21 @@ class Pair:
     def inputs(side, x, y, noise=None):
         """One numpy batch as ``side``'s ``(x, y, noise)``."""
         return (
-            side.to_side(x),
-            side.to_side(y),
+            each(side.to_side, x),
+            each(side.to_side, y),
             None if noise is None else {k: side.to_side(v) for k, v in noise.items()},
         )
+
+
+def each(fn, value):
+    """``fn`` of every array of a tuple (a model's several inputs or targets), or of the one."""
+    return tuple(fn(a) for a in value) if isinstance(value, tuple) else fn(value)
+
+
+def call(model, x):
+    """``model(x)``, or ``model(*x)`` when ``x`` is a tuple: a forward of several arguments
+    gets them in order."""
+    return model(*x) if isinstance(x, tuple) else model(x)
 
 
 def guarded(side, what, fn, *args):
@@ -190,8 +203,8 @@ def probe(pair, torch_inputs, jax_inputs, jit=False):
 
     if tnoise is None and has_forward(tm) and has_forward(jm):
         with torch.no_grad():
-            torch_out = to_numpy(first_output(guarded("torch", "forward", tm, tx)))
-        forward_fn = jitted_forward() if jit else (lambda m, x: first_output(m(x)))
+            torch_out = to_numpy(first_output(guarded("torch", "forward", call, tm, tx)))
+        forward_fn = jitted_forward() if jit else (lambda m, x: first_output(call(m, x)))
         jax_out = np.asarray(guarded("jax", "forward", forward_fn, jm, jx))
         jax_out = match_layout(jax_out, torch_out)
     else:  # a dict of nets (optimizers), a generative model: compare their (summed) loss
@@ -567,7 +580,7 @@ def _torch_output(model, inputs, step, side="torch"):
     """A torch model's train-mode output on ``inputs``, its statistics put back, as numpy."""
     restore = torch_snapshot(model)
     with torch.no_grad():
-        out = guarded(side, f"forward pass at step {step}", model, inputs[0])
+        out = guarded(side, f"forward pass at step {step}", call, model, inputs[0])
     restore()
     return to_numpy(first_output(out))
 
@@ -629,10 +642,11 @@ def jitted_grad(loss):
 
 @nnx.jit
 def _forward(model, x):
-    return first_output(model(x))
+    return first_output(call(model, x))
 
 
 def jitted_forward():
-    """``model(x)`` under ``nnx.jit``, the output's first element (one function for every
-    model: ``nnx.jit`` keys its compilations by the model's graph)."""
+    """``model(x)`` (``model(*x)`` for a tuple) under ``nnx.jit``, the output's first
+    element (one function for every model: ``nnx.jit`` keys its compilations by the model's
+    graph)."""
     return _forward

@@ -58,6 +58,7 @@ from torch import nn
 
 from compare import port
 from compare.errors import CompareError
+from compare.toolkit.engine import call as call_model
 
 __all__ = ["Translation", "translate"]
 
@@ -794,6 +795,8 @@ class Translator:
         where = path or "the model"
         if not path and _is_numeric_sequential(module):
             return self._root_sequential(inst, args, in_perms)
+        if not path and isinstance(module, _STATEFUL) and type(module) in LEAVES:
+            return self._root_layer(inst, args, in_perms)
         gm, inst.specialized = _trace(module, where, args)
         nodes = list(gm.graph.nodes)
         placeholders = [n for n in nodes if n.op == "placeholder"]
@@ -901,6 +904,41 @@ class Translator:
         inst.kind = "root"
         inst.key = _instance_key(inst)
         inst.out_perm = _ident(out.dim())
+        self.instances.append(inst)
+        return inst
+
+    def _root_layer(self, inst, args, in_perms):
+        """A bare torch layer with weights as the whole model (``nn.Linear(3, 2)``): a
+        subclass of its NNX layer, built with the port rule's settings, so that the state
+        paths are the layer's own (``weight``, ``bias``: the state dict's keys), taking and
+        returning torch's layout."""
+        module = inst.module
+        if len(args) != 1:
+            raise Untranslatable(f"the model: a {type(module).__name__} takes one input")
+        rule = LEAVES[type(module)]
+        (x,), (perm,) = args, in_perms
+        need = rule.needs(module, x, perm)
+        expr = "x" if need is None or need == perm else f"x.transpose{_convert(perm, need)}"
+        perm = need if need is not None else perm
+        _, out_perm = rule.call(module, expr, x, perm, self.helpers, "super().__call__")
+        with torch.no_grad():
+            out = module(x)
+        inst.arguments = ["x"]
+        if isinstance(out, torch.Tensor):
+            shape = _shape_comment(out, out_perm)
+            inst.forward = [f"x = super().__call__({expr})  # {shape}"]
+            back = _convert(out_perm, _ident(out.dim()))
+            moved = back != _ident(out.dim())
+            inst.forward.append(f"return x.transpose{back}" if moved else "return x")
+            inst.out_perm = _ident(out.dim())
+        else:  # a recurrent layer's (output, state): torch's layout as it comes
+            inst.forward = [f"return super().__call__({expr})"]
+            inst.out_perm = out_perm
+        ctor = rule.ctor(module)
+        ctor.comment = ""
+        inst.init = [("__super__", ctor)]
+        inst.kind = "root"
+        inst.key = _instance_key(inst)
         self.instances.append(inst)
         return inst
 
@@ -1134,7 +1172,7 @@ class Translator:
         params = "".join(f"{p}, " for p in group.params)
         base = "nnx.Module"
         if first.init and first.init[0][0] == "__super__":
-            base = "nnx.Sequential"
+            base = _SUPER_BASES.get(first.init[0][1].func, first.init[0][1].func)
         lines = [f"class {group.name}({base}):", doc.rstrip("\n"), ""]
         lines.append(f"    def __init__(self, {params}*, rngs: nnx.Rngs):")
         counter = iter(range(10**9))
@@ -1147,8 +1185,11 @@ class Translator:
                 lines.append(f"        {_set(attr, ctor)}")
                 continue
             text = _render_ctor(ctor, group, counter, 2)
-            if attr == "__super__":  # the layers of an nnx.Sequential subclass
-                lines.append("        super().__init__(" + text.removeprefix("nnx.Sequential("))
+            if attr == "__super__":  # an nnx.Sequential's layers, a layer's settings
+                rest = text.removeprefix(f"{ctor.func}(")
+                if ctor.func in _SUPER_EXTRA:  # what a partial adds to the class it subclasses
+                    rest = rest.removesuffix("rngs=rngs)") + f"{_SUPER_EXTRA[ctor.func]}rngs=rngs)"
+                lines.append("        super().__init__(" + rest)
                 if first.switch:
                     lines.append(f"        {_SWITCH_INIT}")
                 continue
@@ -1168,6 +1209,12 @@ class Translator:
                 line = line.removesuffix("  # each")  # a loop's items: their shape alone
             lines.append(f"        {line}")
         return "\n".join(lines) + "\n"
+
+
+# a model that is one layer subclasses the layer's NNX class: jaxnets.layers.Conv is a partial
+# of nnx.Conv (torch's convolution arithmetic), so its class is nnx.Conv given what it adds
+_SUPER_BASES = {"layers.Conv": "nnx.Conv"}
+_SUPER_EXTRA = {"layers.Conv": "conv_general_dilated=layers.conv_general_dilated, "}
 
 
 def _camel(name):
@@ -1289,10 +1336,13 @@ def _header(torch_module, example_inputs, root, specialized=()):
     cls = type(torch_module)
     shapes = ", ".join(str(tuple(x.shape)) for x in example_inputs)
     notes = "".join("\n" + _specialized_note(*item) + "\n" for item in specialized)
+    traced_on = f"an input of shape {shapes}"
+    if len(example_inputs) > 1:
+        traced_on = f"{len(example_inputs)} inputs of shapes {shapes}"
     return (
         f'"""Flax NNX twin of {cls.__module__}.{cls.__qualname__}, written by '
         "`twinnets translate`.\n\n"
-        f"Traced with torch.fx from an input of shape {shapes}. The nnx.State paths are the "
+        f"Traced with torch.fx from {traced_on}. The nnx.State paths are the "
         "torch\nstate_dict keys, so compare.port.torch_to_nnx loads the torch weights "
         "unchanged. Images\nenter channels-last (N, H, W, C); the outputs leave in torch's "
         "layout. Layer settings are\ntorch's, spelled out where Flax's defaults differ "
@@ -2693,9 +2743,10 @@ class Translation:
         **check_kwargs,
     ):
         """``compare.check`` on a copy of the torch module and a fresh generated module:
-        by default ``steps`` batches drawn like the example input, cross-entropy on integer
-        labels for a 2-D output of two columns or more (mean squared error otherwise), SGD
-        with momentum."""
+        by default ``steps`` batches drawn like the example inputs (each forward argument its
+        own array, in order, to both sides), the sum over the output's tensors of
+        cross-entropy on integer labels for a 2-D output of two columns or more (mean squared
+        error otherwise), SGD with momentum."""
         import copy
 
         from compare.toolkit.check import check
@@ -2724,12 +2775,25 @@ class Translation:
         )
 
 
-def _first_tensor(out):
-    if isinstance(out, torch.Tensor):
-        return out
+def _output_tensors(out):
+    """Every tensor (torch's or JAX's array) of a model's output, in order: a tuple's, a
+    nested tuple's; a ``None`` in it is no output."""
     if isinstance(out, tuple | list):
-        return _first_tensor(out[0])
-    raise CompareError("the model's output holds no tensor")
+        return [t for item in out for t in _output_tensors(item)]
+    return [] if out is None else [out]
+
+
+def _probe_outputs(torch_module, example_inputs):
+    """The tensors of ``torch_module``'s output on the example inputs (a copy runs it: its
+    statistics do not move)."""
+    import copy
+
+    probe = copy.deepcopy(torch_module)
+    with torch.no_grad():
+        outs = _output_tensors(probe(*example_inputs))
+    if not outs:
+        raise CompareError("the model's output holds no tensor")
+    return outs
 
 
 def _classifies(out):
@@ -2740,61 +2804,71 @@ def _classifies(out):
     return out.dim() == 2 and out.shape[1] > 1
 
 
-def default_batches(torch_module, example_inputs, steps, seed=0):
-    """``steps`` batches like the example input: floats standard normal, integers within
-    the example's range; targets: labels for an output of class scores (2-D, two columns or
-    more), numbers of the output's shape otherwise."""
-    if len(example_inputs) != 1:
-        raise CompareError("check's default batches take a model of one input: pass batches=")
-    (x,) = example_inputs
-    rng = np.random.default_rng(seed)
-    import copy
+def _one_or_tuple(items):
+    return items[0] if len(items) == 1 else tuple(items)
 
-    probe = copy.deepcopy(torch_module)
-    with torch.no_grad():
-        out = _first_tensor(probe(x))
+
+def default_batches(torch_module, example_inputs, steps, seed=0):
+    """``steps`` batches like the example inputs: ``x`` one array per forward argument (a
+    tuple of them for several), floats standard normal, integers within that example's
+    range; ``y`` one target per tensor of the output (a tuple for several): labels for class
+    scores (2-D, two columns or more), numbers of the output's shape otherwise."""
+    rng = np.random.default_rng(seed)
+    outs = _probe_outputs(torch_module, example_inputs)
     batches = []
     for _ in range(steps):
-        if x.is_floating_point():
-            xb = rng.standard_normal(tuple(x.shape))
-        else:
-            xb = rng.integers(0, int(x.max()) + 1, tuple(x.shape))
-        if _classifies(out):
-            yb = rng.integers(0, out.shape[1], out.shape[0])
-        else:
-            yb = rng.standard_normal(tuple(out.shape))
-        batches.append((xb, yb))
+        xs = []
+        for x in example_inputs:
+            if x.is_floating_point():
+                xs.append(rng.standard_normal(tuple(x.shape)))
+            else:
+                xs.append(rng.integers(0, int(x.max()) + 1, tuple(x.shape)))
+        ys = []
+        for out in outs:
+            if _classifies(out):
+                ys.append(rng.integers(0, out.shape[1], out.shape[0]))
+            else:
+                ys.append(rng.standard_normal(tuple(out.shape)))
+        batches.append((_one_or_tuple(xs), _one_or_tuple(ys)))
     return batches
 
 
 def default_losses(torch_module, example_inputs):
-    """Cross-entropy on labels for class scores (a 2-D output of two columns or more), mean
-    squared error otherwise (the first tensor of a tuple output)."""
-    import copy
-
+    """The sum over the output's tensors (one, or each of a tuple's: a VAE's reconstruction,
+    mean and log-variance) of a loss against its target: cross-entropy on labels for class
+    scores (2-D, two columns or more), mean squared error otherwise. Every output counts, so
+    that one the translation got wrong shows in the loss and its gradients, not only the
+    first; ``x`` and ``y`` are tuples where ``default_batches`` makes them so."""
     import optax
 
-    probe = copy.deepcopy(torch_module)
-    with torch.no_grad():
-        out = _first_tensor(probe(*example_inputs))
-    classify = _classifies(out)
+    classify = [_classifies(out) for out in _probe_outputs(torch_module, example_inputs)]
+    several = len(classify) > 1
 
-    def first(out):
-        while isinstance(out, tuple | list):
-            out = out[0]
-        return out
+    def pairs(out, y):
+        outs = _output_tensors(out)
+        ys = y if several else (y,)
+        if len(outs) != len(classify):
+            raise CompareError(
+                f"the model returned {len(outs)} outputs, {len(classify)} when probed"
+            )
+        return zip(outs, ys, classify, strict=True)
 
     def torch_loss(model, x, y):
-        out = first(model(x))
-        return F.cross_entropy(out, y) if classify else F.mse_loss(out, y)
+        total = 0
+        for out, target, cls in pairs(call_model(model, x), y):
+            total = total + (F.cross_entropy(out, target) if cls else F.mse_loss(out, target))
+        return total
 
     def flax_loss(model, x, y):
-        out = first(model(x))
-        if classify:
-            return optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
-        if y.ndim == 4:  # check hands 4-D arrays over channels-last; the output is torch's
-            y = y.transpose(0, 3, 1, 2)
-        return ((out - y) ** 2).mean()
+        total = 0
+        for out, target, cls in pairs(call_model(model, x), y):
+            if cls:
+                total = total + optax.softmax_cross_entropy_with_integer_labels(out, target).mean()
+                continue
+            if target.ndim == 4:  # check hands 4-D arrays over channels-last; outputs are torch's
+                target = target.transpose(0, 3, 1, 2)
+            total = total + ((out - target) ** 2).mean()
+        return total
 
     return torch_loss, flax_loss
 

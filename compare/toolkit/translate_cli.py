@@ -1,8 +1,9 @@
 """``twinnets translate MODULE:CALLABLE --input SHAPE``: the command around ``translate``.
 
 It builds the torch module (``torch.manual_seed(0)`` first: the same weights every run), makes
-the example input, translates, writes the source (whole or not at all), saves the ported
-weights when asked and, with ``check``, trains both in float64 lockstep.
+the example inputs (one per ``--input``, in the forward's order), translates, writes the
+source (whole or not at all), saves the ported weights when asked and, with ``check``, trains
+both in float64 lockstep.
 
 The weights go where Flax users keep them: a path ending in ``.safetensors`` is one flat file
 (Flax's key names; ``jaxnets.load_checkpoint`` reads it into the generated class), any other
@@ -42,9 +43,10 @@ def parse_kwargs(pairs):
     return out
 
 
-def parse_input(spec):
+def parse_input(spec, position=0):
     """``2,3,32,32`` -> a standard normal tensor of that shape; ``4,12:int100`` -> integers
-    from 0 to 99 (word indices for an embedding)."""
+    from 0 to 99 (word indices for an embedding). ``position``: which of the forward's inputs
+    it is, the seed of its draw (two inputs of one shape are not the same numbers)."""
     import torch
 
     shape_text, _, kind = spec.partition(":")
@@ -54,7 +56,7 @@ def parse_input(spec):
         raise CompareError(f"--input {spec}: expected a shape like 2,3,32,32") from None
     if not shape or any(s < 1 for s in shape):
         raise CompareError(f"--input {spec}: every size must be at least 1")
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(position)
     if not kind:
         return torch.randn(shape, generator=generator)
     if kind.startswith("int") and kind[3:].isdigit() and int(kind[3:]) > 0:
@@ -94,20 +96,17 @@ def build(target, kwargs):
 
 def check_weights_path(weights):
     """``--weights``'s format by its path (``"safetensors"`` or ``"orbax"``), or one line
-    before any work is done: an Orbax checkpoint is a new directory, never one written over."""
+    before any work is done: the weights, a file or a checkpoint directory, go to a new path,
+    never over what is there (another run's weights, a user's file)."""
     path = Path(weights)
-    if path.suffix == ".safetensors":
-        return "safetensors"
     if path.suffix in (".pt", ".pth"):
         raise CompareError(
             f"--weights {weights}: Flax weights are a .safetensors file or an Orbax checkpoint "
             "directory (a path without that suffix), not torch's format"
         )
     if path.exists() or path.is_symlink():
-        raise CompareError(
-            f"--weights {weights}: already exists; an Orbax checkpoint is written to a new path"
-        )
-    return "orbax"
+        raise CompareError(f"--weights {weights}: already exists; the weights go to a new path")
+    return "safetensors" if path.suffix == ".safetensors" else "orbax"
 
 
 def save_orbax(module, path):
@@ -144,7 +143,7 @@ def run(
     target,
     *,
     kwargs=(),
-    input_spec,
+    input_specs,
     out=None,
     weights=None,
     check=False,
@@ -152,8 +151,14 @@ def run(
     class_name=None,
     progress=False,
 ):
-    """What ``twinnets translate`` does; returns its JSON result."""
+    """What ``twinnets translate`` does; returns its JSON result. ``input_specs``: one
+    ``--input`` per argument of the forward, in order (a string alone is one)."""
     from compare.toolkit.translate import translate
+
+    if isinstance(input_specs, str):
+        input_specs = [input_specs]
+    if not input_specs:
+        raise CompareError("--input: give one per argument of the model's forward, in order")
 
     weights_format = check_weights_path(weights) if weights is not None else None
     if out is not None and Path(out).suffix != ".py":
@@ -163,14 +168,16 @@ def run(
             raise CompareError(f"{path}: no such directory {Path(path).parent}")
     model = build(target, parse_kwargs(kwargs))
     model.train()  # check's probes and default batches run it as the lockstep will
-    example = parse_input(input_spec)
+    examples = tuple(parse_input(spec, k) for k, spec in enumerate(input_specs))
     start = time.perf_counter()
-    result = translate(model, example, class_name=class_name)
+    result = translate(model, examples, class_name=class_name)
     seconds = time.perf_counter() - start
+    shapes = [list(x.shape) for x in examples]
     payload = {
         "target": target,
         "kwargs": parse_kwargs(kwargs),
-        "input": list(example.shape),
+        # one input's shape, or a list of shapes for a forward of several
+        "input": shapes[0] if len(shapes) == 1 else shapes,
         "class_name": result.class_name,
         "lines": result.source.count("\n"),
         "translate_seconds": round(seconds, 3),

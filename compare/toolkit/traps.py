@@ -392,7 +392,7 @@ def _eager_agrees(model, x, torch_out, tolerance):
     torch's output; statistics put back."""
     restore = engine.jax_snapshot(model)
     try:
-        out = engine.match_layout(np.asarray(engine.first_output(model(x))), torch_out)
+        out = engine.match_layout(np.asarray(engine.first_output(engine.call(model, x))), torch_out)
     except Exception:  # the model cannot run this way: not this hypothesis
         return False
     finally:
@@ -407,9 +407,9 @@ def torch_is_random(pair, context):
         return False
     restore = engine.torch_snapshot(tm)
     with torch.no_grad():
-        first = engine.to_numpy(engine.first_output(tm(x)))
+        first = engine.to_numpy(engine.first_output(engine.call(tm, x)))
         restore()
-        second = engine.to_numpy(engine.first_output(tm(x)))
+        second = engine.to_numpy(engine.first_output(engine.call(tm, x)))
         restore()
     return not np.array_equal(first, second)
 

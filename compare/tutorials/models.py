@@ -9,7 +9,7 @@ that trains several nets keeps them in one module without a forward of its own (
 ``D`` and ``G``, the optimizer races' ``nn.ModuleDict``): ``torch_model(task, model=NAME)``
 is one of them. ``twin_model`` is the hand-written ``jaxnets`` counterpart, ``parameter_tree``
 and ``tree_difference`` compare a translated module's tree with it, and ``EXAMPLES`` gives
-every model an example input in ``--input``'s syntax (``examples/translate_table.py
+every model its example inputs in ``--input``'s syntax (``examples/translate_table.py
 --tutorials`` runs them all through the command).
 """
 
@@ -23,13 +23,24 @@ from compare.tutorials import registry
 class Example:
     """One translatable model of a task: ``model`` names the net within the task's module
     (None: the module itself), ``input`` is an example input in ``--input``'s syntax (torch's
-    layout, batch 2 to 4), ``same_as`` the task's other nets of this very architecture (they
-    differ only in their optimizer, which the lockstep of ``--check`` does not use)."""
+    layout, batch 2 to 4), one per forward argument separated by spaces for a forward of
+    several (``"4,784 4:int10"``: an image and its digit label), ``same_as`` the task's other
+    nets of this very architecture (they differ only in their optimizer, which the lockstep
+    of ``--check`` does not use)."""
 
     task: str
     model: str | None
     input: str
     same_as: tuple[str, ...] = ()
+
+    def inputs(self):
+        """Each forward argument's example, in order: ``["4,784", "4:int10"]``."""
+        return self.input.split()
+
+    def input_flags(self):
+        """The command's ``--input`` flags, one per forward argument:
+        ``["--input", "4,784", "--input", "4:int10"]``."""
+        return [flag for spec in self.inputs() for flag in ("--input", spec)]
 
     def kwargs(self):
         """The command's ``--kwargs`` for it: ``["task=gan", "model=D"]``."""
@@ -51,11 +62,13 @@ EXAMPLES = (
     Example("rnn-sincos", None, "2,10,1"),
     Example("pos-tagger", None, "2,5:int9"),
     Example("lstm-forecast", None, "4,30,1"),
-    Example("vae", None, "4,784"),
+    # eps handed in, as the tutorial's lockstep does: traced at its default (None) the model
+    # draws it with torch.randn_like, which no side can feed the other
+    Example("vae", None, "4,784 4,20"),
     Example("gan", "D", "4,784"),
     Example("gan", "G", "4,64"),
-    Example("cgan", "D", "4,784"),
-    Example("cgan", "G", "4,64"),
+    Example("cgan", "D", "4,784 4:int10"),  # the image and its digit's label
+    Example("cgan", "G", "4,64 4:int10"),  # z and the digit to forge
     Example("dcgan", "D", "4,1,28,28"),
     Example("dcgan", "G", "4,100"),
     Example("housing-regularization", "plain", "4,12", ("L2",)),
