@@ -11,6 +11,17 @@ where torch drops, paired by its torch name with the Flax layer that drops there
   over 1), sites ``NAME.dropout_layers.K``, and the ``nnx.Dropout`` layers of the same names
   in ``jaxnets.layers``' recurrent stacks (their ``dropout``).
 
+A site called several times in a pass (housing-regularization's ``Net1`` calls its one
+``nn.Dropout`` after each of two layers, on two shapes; an attention or a recurrent stack
+called twice) gets a mask per call, in call order, each in the shape of its call's input. A
+pass is an outermost call of the site's module or of a module holding it (torch's hooks on
+them count the calls, from 0 at each pass); the first pass fixes how many calls a pass makes,
+and a pass that makes another number is one ``CompareError`` line. The Flax stand-in holds
+that many masks and takes them in turn, its count going round once a pass. The count moves
+as the calls are traced, so a Flax site inside a loop traced once (``nnx.scan``) counts one
+call for all its turns: such a port cannot be paired with torch's calls. One call a pass is
+the common case, and its masks are those drawn before sites could be called twice.
+
 torch's attention and stacked recurrent layers drop inside their kernels, out of reach of a
 hook: for a check, their forward is the same computation written out with the mask handed
 in (``_attention_forward``, ``_stacked_forward``), restored afterwards.
