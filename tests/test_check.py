@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from flax import nnx
 
 from compare import CompareError, check
+from compare.toolkit import dropout as dropout_feed
 from jaxnets import layers
 
 from helpers import FlaxMLP, TorchMLP, check_mse, mse_flax, mse_torch, random_batches
@@ -343,6 +344,142 @@ def test_the_masks_really_drop():
             FlaxDropping(gru_dropout=0.0, rngs=nnx.Rngs(0)),
             random_batches((4, 5, 8)),
         )
+
+
+# --- one dropout site called several times in a pass: a mask per call ------------------------
+
+
+class TorchDropTwice(torch.nn.Module):
+    """One ``nn.Dropout`` after two layers (housing-regularization's ``Net1``): called twice
+    a pass, on ``(batch, 6)`` then ``(batch, hidden)``; ``second_pass_calls``, how many times
+    the second pass calls it instead."""
+
+    def __init__(self, hidden=5, second_pass_calls=2):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(4, 6), torch.nn.Linear(6, hidden)
+        self.out = torch.nn.Linear(hidden, 1)
+        self.drop = torch.nn.Dropout(0.5)
+        self.second_pass_calls, self.passes = second_pass_calls, 0
+
+    def forward(self, x):
+        self.passes += 1
+        calls = self.second_pass_calls if self.passes == 2 else 2
+        x = torch.relu(self.drop(self.fc1(x)))
+        x = self.fc2(x)
+        for _ in range(calls - 1):
+            x = self.drop(x)
+        return self.out(torch.relu(x))
+
+
+class FlaxDropTwice(nnx.Module):
+    def __init__(self, hidden=5, second_drop=True, *, rngs):
+        self.fc1, self.fc2 = nnx.Linear(4, 6, rngs=rngs), nnx.Linear(6, hidden, rngs=rngs)
+        self.out = nnx.Linear(hidden, 1, rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+        self.second_drop = second_drop
+
+    def __call__(self, x):
+        x = nnx.relu(self.drop(self.fc1(x)))
+        x = self.fc2(x)
+        return self.out(nnx.relu(self.drop(x) if self.second_drop else x))
+
+
+def test_a_dropout_called_twice_on_two_shapes_gets_a_mask_per_call():
+    torch.manual_seed(0)
+    torch_model, flax_model = TorchDropTwice(), FlaxDropTwice(rngs=nnx.Rngs(0))
+    report = check_mse(torch_model, flax_model, random_batches((8, 4)), steps=2, tolerance=1e-12)
+    assert report.passed and report.bound["kind"] == "fixed", str(report)
+    assert max(report.loss_max_rel_diff, report.param_max_rel_diff) <= 1e-12
+    assert report.dropout == "masks fed from numpy: drop (2 calls a pass)"
+    assert isinstance(flax_model.drop, nnx.Dropout)  # put back, and torch's hooks removed
+    assert not torch_model.drop._forward_hooks and not torch_model._forward_pre_hooks
+
+
+def test_a_port_fed_the_first_calls_mask_at_the_second_is_caught(monkeypatch):
+    """Both calls on (8, 6): a Flax side whose count never moves on drops the second call
+    with the first call's mask, and the check sees it where it passes with the count."""
+
+    def models():
+        torch.manual_seed(0)
+        return TorchDropTwice(hidden=6), FlaxDropTwice(hidden=6, rngs=nnx.Rngs(0))
+
+    report = check_mse(*models(), random_batches((8, 4)), steps=1, tolerance=1e-12)
+    assert report.passed, str(report)
+    monkeypatch.setattr(dropout_feed._FedMasks, "take", lambda fed: fed.masks[0][...])
+    report = check_mse(*models(), random_batches((8, 4)), steps=1, tolerance=1e-12)
+    assert not report.passed and report.first_divergence["step"] == 0, str(report)
+
+
+class TorchDroppingTwice(TorchDropping):
+    """``TorchDropping``'s attention and GRU each called twice a pass, on two shapes."""
+
+    def forward(self, x):  # x (batch, length, 8)
+        h = self.attn(x, x, x, need_weights=False)[0]
+        h = self.attn(h[:, :3], h, h, need_weights=False)[0]  # (batch, 3, 8) against 5
+        whole, tail = self.gru(h)[0], self.gru(h[:, 1:])[0]
+        return self.fc(whole[:, -1] + tail[:, -1])
+
+
+class FlaxDroppingTwice(FlaxDropping):
+    def __call__(self, x):
+        h = self.attn(x)
+        h = self.attn(h[:, :3], h, h)
+        whole, tail = self.gru(h)[0], self.gru(h[:, 1:])[0]
+        return self.fc(whole[:, -1] + tail[:, -1])
+
+
+@pytest.mark.slow  # the GRU's compilations: half a minute
+def test_attention_and_a_recurrent_stack_called_twice_get_a_mask_per_call():
+    torch.manual_seed(0)
+    torch_model, flax_model = TorchDroppingTwice(), FlaxDroppingTwice(rngs=nnx.Rngs(0))
+    report = check_mse(torch_model, flax_model, random_batches((4, 5, 8)), steps=2)
+    assert report.passed and max(report.loss_max_rel_diff, report.param_max_rel_diff) < 1e-12
+    assert report.dropout == (
+        "masks fed from numpy: attn (attention probabilities, 2 calls a pass), "
+        "gru.dropout_layers.0 (between layers, 2 calls a pass)"
+    )
+
+
+@pytest.mark.parametrize(
+    "hidden, second_pass_calls, flax_second_drop, say",
+    [
+        (5, 2, False, "drop: torch's call 2 of 2 in a pass drops a (8, 5) input, Flax's"),
+        (5, 3, True, "drop: more than 2 calls in a pass, 2 in the first"),
+        (5, 1, True, "drop: 1 calls in a pass, 2 in the first"),
+    ],
+)
+def test_a_dropout_called_another_number_of_times_is_one_line(
+    hidden, second_pass_calls, flax_second_drop, say
+):
+    """The Flax side calls the site once a pass where torch calls it twice (its second
+    pass meets the mask of torch's second call); torch's second pass calls it three times,
+    or once: no mask per call can be paired up."""
+    torch.manual_seed(0)
+    torch_model = TorchDropTwice(hidden, second_pass_calls=second_pass_calls)
+    flax_model = FlaxDropTwice(hidden, second_drop=flax_second_drop, rngs=nnx.Rngs(0))
+    with pytest.raises(CompareError) as err:
+        check_mse(torch_model, flax_model, random_batches((8, 4)), steps=2)
+    assert str(err.value).startswith(say) and "\n" not in str(err.value)
+
+
+def test_a_flax_side_left_between_calls_at_a_step_is_one_line():
+    """Each pass's count goes round to 0 where the Flax side calls the site as often as
+    torch: a Flax pass that calls it once of torch's twice is found at the next step (where
+    both calls have one shape, no mask of the wrong shape shows it)."""
+    torch.manual_seed(0)
+    torch_model = TorchDropTwice(hidden=6).double().train()
+    flax_model = FlaxDropTwice(hidden=6, second_drop=False, rngs=nnx.Rngs(0))
+    feed = dropout_feed.DropoutFeed(torch_model, flax_model, "masks", 0, np.float64)
+    try:
+        feed.begin(0)
+        torch_model(torch.ones(3, 4, dtype=torch.float64))
+        flax_model(jax.numpy.ones((3, 4)))
+        with pytest.raises(CompareError, match=r"^drop: Flax drops there another number"):
+            feed.begin(1)
+        flax_model(jax.numpy.ones((3, 4)))
+        feed.begin(1)  # back at 0: two passes of one call
+    finally:
+        feed.remove()
 
 
 def test_keys_that_do_not_fit_name_the_layers_on_each_side():

@@ -175,7 +175,8 @@ def check(
     - ``to_flax(array)``: one array of a batch in the Flax layout (default: 4-D arrays NCHW ->
       NHWC, others unchanged).
     - ``dropout``: ``"masks"`` (each dropout site, matched by name, gets the same mask on both
-      sides, drawn in numpy, each step: ``nn.Dropout`` / ``nnx.Dropout``, the attention
+      sides, drawn in numpy, each step, one per call where a pass calls it several times:
+      ``nn.Dropout`` / ``nnx.Dropout``, the attention
       probabilities of ``nn.MultiheadAttention`` / ``nnx.MultiHeadAttention``, between the
       layers of a stacked ``nn.LSTM``/``GRU``/``RNN`` and ``jaxnets.layers``' stacks;
       ``compare.toolkit.dropout``) or ``"off"`` (none drops).

@@ -11,6 +11,17 @@ where torch drops, paired by its torch name with the Flax layer that drops there
   over 1), sites ``NAME.dropout_layers.K``, and the ``nnx.Dropout`` layers of the same names
   in ``jaxnets.layers``' recurrent stacks (their ``dropout``).
 
+A site called several times in a pass (housing-regularization's ``Net1`` calls its one
+``nn.Dropout`` after each of two layers, on two shapes; an attention or a recurrent stack
+called twice) gets a mask per call, in call order, each in the shape of its call's input. A
+pass is an outermost call of the site's module or of a module holding it (torch's hooks on
+them count the calls, from 0 at each pass); the first pass fixes how many calls a pass makes,
+and a pass that makes another number is one ``CompareError`` line. The Flax stand-in holds
+that many masks and takes them in turn, its count going round once a pass. The count moves
+as the calls are traced, so a Flax site inside a loop traced once (``nnx.scan``) counts one
+call for all its turns: such a port cannot be paired with torch's calls. One call a pass is
+the common case, and its masks are those drawn before sites could be called twice.
+
 torch's attention and stacked recurrent layers drop inside their kernels, out of reach of a
 hook: for a check, their forward is the same computation written out with the mask handed
 in (``_attention_forward``, ``_stacked_forward``), restored afterwards.
@@ -34,40 +45,69 @@ class _Mask(engine.Fed):
     """A dropout mask handed in from numpy: neither a parameter nor a statistic."""
 
 
-class FedDropout(nnx.Module):
-    """Stands in for an ``nnx.Dropout`` during a check: multiplies by the mask handed in
-    (torch's layout, moved channels-last where the input is) and scales by ``1 / (1 - rate)``
-    with the Flax layer's own rate; ``off`` passes the input through."""
+class _FedMasks(nnx.Module):
+    """The masks a site's stand-in is handed for a step, one per call of the site in a pass
+    (torch's count), taken in call order: the count goes round once per pass, so it is back at
+    0 between passes (``nnx.jit`` keys its compilations by it, and traces each pass's calls
+    in order)."""
 
-    def __init__(self, rate, off):
+    def __init__(self, name):
+        self.name = name
+        self.masks = nnx.List([])
+        self.calls = 0
+
+    def put(self, call, mask):
+        if call < len(self.masks):
+            self.masks[call].set_value(mask)
+        else:
+            self.masks.append(_Mask(mask))
+
+    def take(self):
+        """The mask of this call (the count moves on to the next)."""
+        if not self.masks:
+            raise CompareError(f"{self.name}: Flax drops there before torch has")
+        call = self.calls
+        self.calls = (call + 1) % len(self.masks)
+        return self.masks[call][...]
+
+
+class FedDropout(_FedMasks):
+    """Stands in for an ``nnx.Dropout`` during a check: multiplies by the mask handed in for
+    this call (torch's layout, moved channels-last where the input is) and scales by
+    ``1 / (1 - rate)`` with the Flax layer's own rate; ``off`` passes the input through."""
+
+    def __init__(self, rate, off, name=""):
+        super().__init__(name)
         self.rate, self.off = rate, off
         self.deterministic = False
-        self.mask = _Mask(jnp.ones(()))
 
     def __call__(self, x, *, deterministic=None, rngs=None):
         if self.off or self.deterministic or deterministic:
             return x
-        mask = self.mask[...]
+        call = self.calls
+        mask = fed = self.take()
         if mask.shape != x.shape and mask.ndim >= 3:
             mask = jnp.moveaxis(mask, 1, -1)
         if mask.shape != x.shape:
             raise CompareError(
-                f"a dropout mask of shape {self.mask[...].shape} for an input {x.shape}"
+                f"{self.name}: torch's call {call + 1} of {len(self.masks)} in a pass drops a "
+                f"{fed.shape} input, Flax's there a {x.shape} one (does Flax call it as often, "
+                "in torch's order?)"
             )
         return x * mask / (1 - self.rate)
 
 
-class FedMaskStream(nnx.Module):
+class FedMaskStream(_FedMasks):
     """Stands in for an ``nnx.MultiHeadAttention``'s random stream during a check: what it
-    "draws" is the mask handed in (``fed_attention`` multiplies the attention probabilities by
-    it), or nothing when dropout is off."""
+    "draws" is the mask handed in for this call (``fed_attention`` multiplies the attention
+    probabilities by it), or nothing when dropout is off."""
 
-    def __init__(self, off):
+    def __init__(self, off, name=""):
+        super().__init__(name)
         self.off = off
-        self.mask = _Mask(jnp.ones(()))
 
     def __call__(self):
-        return None if self.off else self.mask[...]
+        return None if self.off else self.take()
 
 
 def fed_attention(query, key, value, bias=None, mask=None, **options):
@@ -231,15 +271,21 @@ def _stacked_forward(rnn, drops):
 
 class DropoutFeed:
     """Pairs every dropout site of the torch model with the Flax layer that drops there (by
-    name) and, for a check, makes both drop alike: each step, a site's mask is drawn in numpy
-    (from the seed, the step and the site) when torch first drops there, and handed to the
-    Flax side; ``off``, neither drops. ``also``: more torch models with the same module
+    name) and, for a check, makes both drop alike: each step, the mask of a site's ``k``-th
+    call in a pass is drawn in numpy (from the seed, the step, the site and ``k``) when torch
+    first drops there, in the shape of that call's input, and handed to the Flax side, whose
+    stand-in takes its masks in call order; ``off``, neither drops. A pass is an outermost
+    call of the site's module or of a module holding it (the model, or a net of a dict of
+    nets); each pass of a step drops alike. ``also``: more torch models with the same module
     names (the check's reference), made to drop alike. ``remove`` puts everything back."""
 
     def __init__(self, torch_model, flax_model, mode, seed, np_dtype, also=()):
         self.mode, self.seed, self.np_dtype = mode, seed, np_dtype
         self.step, self.masks = None, {}
+        # torch's calls of each site in the pass under way, and per pass (from the first)
+        self.calls, self.per_pass, self.depth = {}, {}, 0
         self.restore, self.stand_ins, self.kinds = [], {}, {}
+        self.site_modules = set()
         torch_sites = self._torch_sites(torch_model, also)
         flax_sites = self._flax_sites(flax_model)
         if sorted(torch_sites) != sorted(flax_sites):
@@ -251,8 +297,10 @@ class DropoutFeed:
         for index, name in enumerate(self.names):
             kind, p, install = torch_sites[name]
             self.kinds[name] = kind
-            self.stand_ins[name] = flax_sites[name](mode == "off")
+            self.stand_ins[name] = flax_sites[name](mode == "off", name)
             install(self._drop(name, index, p))
+        if mode == "masks" and self.names:
+            self._count_passes([torch_model, *also])
 
     # torch: {name: (kind, p, install(drop))}, drop(tensor) -> the tensor dropped
     def _torch_sites(self, model, also=()):
@@ -266,6 +314,7 @@ class DropoutFeed:
                         f"{name}: {type(module).__name__} masks cannot be fed; pass dropout='off'"
                     )
                 sites[name] = ("dropout", module.p, self._hook(alike))
+                self.site_modules.add(name)
             elif isinstance(module, torch.nn.MultiheadAttention) and module.dropout > 0:
                 if module.bias_k is not None or module.add_zero_attn:
                     raise CompareError(
@@ -276,6 +325,7 @@ class DropoutFeed:
                 else:
                     install = self._patch(alike, _attention_forward)
                 sites[name] = ("attention probabilities", module.dropout, install(None))
+                self.site_modules.add(name)
             elif (
                 isinstance(module, torch.nn.RNNBase)
                 and module.dropout > 0
@@ -288,6 +338,7 @@ class DropoutFeed:
                     if self.mode == "off"
                     else self._patch(alike, _stacked_forward)
                 )
+                self.site_modules.add(name)
                 for k in range(module.num_layers - 1):
                     sites[f"{name}.dropout_layers.{k}"] = (
                         "between layers",
@@ -310,6 +361,40 @@ class DropoutFeed:
                 self.restore.append(handle.remove)
 
         return install
+
+    def _count_passes(self, models):
+        """Hooks on each site's module and the modules holding it, in every torch model: the
+        outermost call of one starts a pass (its calls counted from 0) and ends it (the
+        counts held to the first pass's)."""
+        holders = {""}
+        for name in self.site_modules:
+            parts = name.split(".")
+            holders.update(".".join(parts[:n]) for n in range(1, len(parts) + 1))
+        for model in models:
+            for name in sorted(holders):
+                module = model.get_submodule(name)
+                for handle in (
+                    module.register_forward_pre_hook(self._enter),
+                    module.register_forward_hook(self._leave),
+                ):
+                    self.restore.append(handle.remove)
+
+    def _enter(self, module, inputs):
+        if self.depth == 0:
+            self.calls = {}
+        self.depth += 1
+
+    def _leave(self, module, inputs, output):
+        self.depth -= 1
+        if self.depth:
+            return
+        for name, count in self.calls.items():
+            first = self.per_pass.setdefault(name, count)
+            if count != first:
+                raise CompareError(
+                    f"{name}: {count} calls in a pass, {first} in the first: "
+                    "its masks cannot be paired by call; pass dropout='off'"
+                )
 
     def _zero(self, modules):
         """``install(site)(drop)`` for "off": the modules' ``dropout`` set to 0 meanwhile."""
@@ -356,8 +441,8 @@ class DropoutFeed:
         return sites
 
     def _swap_dropout(self, parent, key, original):
-        def stand_in(off):
-            fed = FedDropout(original.rate, off=off)
+        def stand_in(off, name):
+            fed = FedDropout(original.rate, off=off, name=name)
             _put(parent, key, fed)
             self.restore.append(lambda: _put(parent, key, original))
             return fed
@@ -369,9 +454,9 @@ class DropoutFeed:
         arithmetic) drops the probabilities by it, in place of the layer's ``attention_fn``.
         Off: no dropout, the layer's own ``attention_fn``."""
 
-        def stand_in(off):
+        def stand_in(off, name):
             stream, function, rate = attention.rngs, attention.attention_fn, attention.dropout_rate
-            fed = FedMaskStream(off=off)
+            fed = FedMaskStream(off=off, name=name)
             if off:
                 attention.dropout_rate = 0.0
             else:
@@ -384,24 +469,49 @@ class DropoutFeed:
         return stand_in
 
     def begin(self, step):
+        """Before a step (and before the probe): between passes, each Flax stand-in's count
+        is back at 0 unless the Flax side calls its site another number of times per pass
+        than torch does."""
+        for name, stand_in in self.stand_ins.items():
+            if stand_in.calls:
+                raise CompareError(
+                    f"{name}: Flax drops there another number of times a pass than torch "
+                    f"({len(stand_in.masks)})"
+                )
+        self.calls, self.depth = {}, 0  # after a pass that raised: none is under way
         if step != self.step:
             self.step, self.masks = step, {}
 
     def _drop(self, name, index, p):
-        """What torch's side of site ``name`` does to a tensor: the step's mask (drawn the
-        first time, handed to the Flax side), scaled; nothing when dropout is off."""
+        """What torch's side of site ``name`` does to a tensor: the step's mask for this call
+        of the site in the pass (drawn the first time, handed to the Flax side), scaled;
+        nothing when dropout is off."""
 
         def drop(x):
             if self.mode == "off":
                 return x
-            if name not in self.masks:
-                rng = np.random.default_rng([self.seed, 7, self.step or 0, index])
+            call = self.calls.get(name, 0)
+            self.calls[name] = call + 1
+            first = self.per_pass.get(name)
+            if first is not None and call >= first:
+                raise CompareError(
+                    f"{name}: more than {first} calls in a pass, {first} in the first: "
+                    "its masks cannot be paired by call; pass dropout='off'"
+                )
+            if (name, call) not in self.masks:
+                # a site's first call draws what it drew before sites could be called twice
+                seeds = [self.seed, 7, self.step or 0, index] + ([call] if call else [])
+                rng = np.random.default_rng(seeds)
                 keep = (rng.random(tuple(x.shape)) >= p).astype(self.np_dtype)
-                self.masks[name] = keep
-                self.stand_ins[name].mask.set_value(jnp.asarray(keep))
-            mask = self.masks[name]
+                self.masks[name, call] = keep
+                self.stand_ins[name].put(call, jnp.asarray(keep))
+            mask = self.masks[name, call]
             if mask.shape != tuple(x.shape):
-                raise CompareError(f"{name} runs twice in one pass on other shapes; dropout='off'")
+                raise CompareError(
+                    f"{name} drops a {tuple(x.shape)} input at call {call + 1} of a pass and a "
+                    f"{mask.shape} one at the same call of another pass in the step; "
+                    "pass dropout='off'"
+                )
             return x * torch.from_numpy(mask).to(x.dtype) / (1 - p)
 
         return drop
@@ -415,8 +525,13 @@ class DropoutFeed:
         if not self.names:
             return "none"
         how = "masks fed from numpy" if self.mode == "masks" else "off"
-        sites = [n if self.kinds[n] == "dropout" else f"{n} ({self.kinds[n]})" for n in self.names]
-        return f"{how}: {', '.join(sites)}"
+        return f"{how}: {', '.join(self._describe_site(name) for name in self.names)}"
+
+    def _describe_site(self, name):
+        notes = [] if self.kinds[name] == "dropout" else [self.kinds[name]]
+        if self.per_pass.get(name, 1) > 1:
+            notes.append(f"{self.per_pass[name]} calls a pass")
+        return f"{name} ({', '.join(notes)})" if notes else name
 
 
 def _put(parent, key, module):
