@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 import jaxnets
 from compare import port
-from compare.diff import check_finite, global_rel_diff, rel_diff, tensor_rel_diff
+from compare.diff import check_finite, global_rel_diff, max_abs, rel_diff, tensor_rel_diff
 from compare.errors import CompareError, SideError
 
 # --- precision ------------------------------------------------------------------------------
@@ -289,7 +289,7 @@ class Recorder:
         return True
 
     def _note_irrelevant(self, step, name, got, want, scale):
-        largest = max(float(np.max(np.abs(a))) if np.size(a) else 0.0 for a in (got, want))
+        largest = max(max_abs(a) if np.size(a) else 0.0 for a in (got, want))
         if step == 0 and scale and largest <= self.noise_level * scale:
             self.irrelevant[name] = {"grad_max": largest, "grad_scale": scale}
 
@@ -325,8 +325,9 @@ TORCH_STATE_NAMES = {
 }
 
 
-def torch_optimizer_state(optimizer, model):
-    """``{(torch key, state name): numpy}`` of a torch optimizer (or a dict of them)."""
+def torch_optimizer_state(optimizer, model, copy=True):
+    """``{(torch key, state name): numpy}`` of a torch optimizer (or a dict of them);
+    ``copy=False``: views of the state's tensors, to be read before the next step."""
     optimizers = optimizer.values() if isinstance(optimizer, dict) else [optimizer]
     names = {id(p): name for name, p in model.named_parameters()}
     out = {}
@@ -336,7 +337,8 @@ def torch_optimizer_state(optimizer, model):
         for param, state in opt.state.items():
             for field_name, value in state.items():
                 if field_name in TORCH_STATE_NAMES and id(param) in names:
-                    out[(names[id(param)], field_name)] = to_numpy(value).copy()
+                    value = to_numpy(value)
+                    out[(names[id(param)], field_name)] = value.copy() if copy else value
     return out
 
 
@@ -382,6 +384,12 @@ def jax_optimizer_state(optimizer, model):
 
 EVIDENCE_STEPS = 3  # steps past a divergence the observers still see
 NOT_COMPARED = "nothing is compared past it (a smaller learning rate?)"
+
+
+def state_views(model):
+    """A torch module's state dict as numpy views of its tensors (copies only off the CPU):
+    read within the step, they cost no copy of the model (``port.torch_state_dict`` copies)."""
+    return {k: to_numpy(v) for k, v in model.state_dict().items()}
 
 
 def _params(model):
@@ -498,7 +506,7 @@ def run_recorded(pair, batches, steps, recorder, before_step=None, observers=(),
         ref_grads = port.split_parts(ref_grads or {}, pair.parts)
         own_loss = r_loss if ref is not None else None
         recorder.compare(step, "loss", "loss", j_loss, t_loss, context=context, own=own_loss)
-        scale = max((float(np.max(np.abs(g))) for g in t_grads.values() if g.size), default=0.0)
+        scale = max((max_abs(g) for g in t_grads.values() if g.size), default=0.0)
         for key, want in t_grads.items():
             if key in j_grads:
                 recorder.compare(
@@ -513,18 +521,20 @@ def run_recorded(pair, batches, steps, recorder, before_step=None, observers=(),
                 )
         own_state = {}
         if ref is not None:
-            ref_state = port.torch_state_dict(ref.model)
+            ref_state = state_views(ref.model)
             own_state = {name: v for name, _, _, v in state_pairs(pair, ref_state, jax_state)}
-        for name, kind, got, want in state_pairs(pair, port.torch_state_dict(tm), jax_state):
+        for name, kind, got, want in state_pairs(pair, state_views(tm), jax_state):
             recorder.compare(step, kind, name, got, want, context=context, own=own_state.get(name))
-        t_opt = port.split_parts(torch_optimizer_state(pair.torch.optimizer, tm), pair.parts)
+        t_opt = torch_optimizer_state(pair.torch.optimizer, tm, copy=False)
+        t_opt = port.split_parts(t_opt, pair.parts)
         j_opt = jax_optimizer_state(pair.jax.optimizer, jm)  # parts apart already
         r_opt = {}
         if ref is not None:
-            r_opt = port.split_parts(torch_optimizer_state(ref.optimizer, ref.model), pair.parts)
+            r_opt = torch_optimizer_state(ref.optimizer, ref.model, copy=False)
+            r_opt = port.split_parts(r_opt, pair.parts)
         scales = {}
         for (_, name), want in t_opt.items():
-            scales[name] = max(scales.get(name, 0.0), float(np.max(np.abs(want))))
+            scales[name] = max(scales.get(name, 0.0), max_abs(want))
         for (key, name), want in t_opt.items():
             if (key, name) in j_opt:
                 recorder.compare(
