@@ -13,7 +13,7 @@ _TINY = np.finfo(np.float64).tiny
 # elements per slice of a tensor reduced in pieces: a difference of two model-sized tensors
 # is then a few MB of temporaries, never another copy of the model (a vgg's classifier weight
 # is 0.8 GB in float64)
-CHUNK = 1 << 20
+CHUNK = 1 << 18
 
 
 def _slices(*arrays):
@@ -21,7 +21,7 @@ def _slices(*arrays):
     each: views of them, converted a piece at a time."""
     first = arrays[0]
     if first.ndim == 0:
-        yield tuple(np.asarray(a, np.float64) for a in arrays)
+        yield tuple(np.asarray(a, np.float64).reshape(1) for a in arrays)
         return
     row = max(1, first.size // max(1, first.shape[0]))
     step = max(1, CHUNK // row)
@@ -53,7 +53,8 @@ def _max_abs_diff(a, b):
     worst = 0.0
     for x, y in _slices(a, b):
         if x.size:
-            worst = max(worst, float(np.max(np.abs(x - y))))
+            apart = np.subtract(x, y)
+            worst = max(worst, float(np.max(np.abs(apart, out=apart))))
     return worst
 
 
