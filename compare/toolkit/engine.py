@@ -8,8 +8,9 @@ runs a user's pair on it, and the tutorials' ``parity`` builds its pair from the
 - building: a ``Side`` per framework (model, optimizer, loss, step, how a numpy array becomes
   this side's tensor), two of them a ``Pair``;
 - feeding: ``Pair.feed`` turns one numpy batch (torch's layout) into each side's tensors;
-- running: ``run_recorded`` (one step at a time, every tensor of the step kept in torch's key
-  names);
+- running: ``run_recorded`` (one step at a time, every tensor of the step compared in torch's
+  key names, the torch sides' read as views: a step holds no copy of a model beyond the
+  gradients);
 - comparing: ``probe`` (tiers 1-2), ``Recorder`` (the first tensor past the tolerance), with
   the relative differences of ``compare.diff``.
 """
