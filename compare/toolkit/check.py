@@ -349,9 +349,7 @@ def check(
         feed.remove()
 
     loss_diff = max_rel_diff(jax_losses, torch_losses)
-    final = engine.state_pairs(
-        pair, port.torch_state_dict(torch_model), port.nnx_to_torch(flax_model)
-    )
+    final = engine.state_pairs(pair, engine.state_views(torch_model), port.nnx_to_torch(flax_model))
     irrelevant = _irrelevant(recorder, final, reference_kind)
     relevant = [(name, got, want) for name, _, got, want in final if name not in irrelevant]
     param_diff = tensor_rel_diff(
@@ -479,6 +477,9 @@ def _torch_step(torch_loss, scheduler=None):
         loss.backward()
         grads = engine.torch_grads(model)
         optimizer.step()
+        # the next step's zero_grad sets them to None anyway: freed now, the grads are not
+        # held twice (p.grad and the copy above) while the other sides step
+        optimizer.zero_grad(set_to_none=True)
         if scheduler is not None:
             _step_quietly(scheduler)
         return loss.detach(), grads

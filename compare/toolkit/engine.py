@@ -8,8 +8,9 @@ runs a user's pair on it, and the tutorials' ``parity`` builds its pair from the
 - building: a ``Side`` per framework (model, optimizer, loss, step, how a numpy array becomes
   this side's tensor), two of them a ``Pair``;
 - feeding: ``Pair.feed`` turns one numpy batch (torch's layout) into each side's tensors;
-- running: ``run_recorded`` (one step at a time, every tensor of the step kept in torch's key
-  names);
+- running: ``run_recorded`` (one step at a time, every tensor of the step compared in torch's
+  key names, the torch sides' read as views: a step holds no copy of a model beyond the
+  gradients);
 - comparing: ``probe`` (tiers 1-2), ``Recorder`` (the first tensor past the tolerance), with
   the relative differences of ``compare.diff``.
 """
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 import jaxnets
 from compare import port
-from compare.diff import check_finite, global_rel_diff, rel_diff, tensor_rel_diff
+from compare.diff import check_finite, global_rel_diff, max_abs, rel_diff, tensor_rel_diff
 from compare.errors import CompareError, SideError
 
 # --- precision ------------------------------------------------------------------------------
@@ -302,7 +303,7 @@ class Recorder:
         return True
 
     def _note_irrelevant(self, step, name, got, want, scale):
-        largest = max(float(np.max(np.abs(a))) if np.size(a) else 0.0 for a in (got, want))
+        largest = max(max_abs(a) if np.size(a) else 0.0 for a in (got, want))
         if step == 0 and scale and largest <= self.noise_level * scale:
             self.irrelevant[name] = {"grad_max": largest, "grad_scale": scale}
 
@@ -338,8 +339,9 @@ TORCH_STATE_NAMES = {
 }
 
 
-def torch_optimizer_state(optimizer, model):
-    """``{(torch key, state name): numpy}`` of a torch optimizer (or a dict of them)."""
+def torch_optimizer_state(optimizer, model, copy=True):
+    """``{(torch key, state name): numpy}`` of a torch optimizer (or a dict of them);
+    ``copy=False``: views of the state's tensors, to be read before the next step."""
     optimizers = optimizer.values() if isinstance(optimizer, dict) else [optimizer]
     names = {id(p): name for name, p in model.named_parameters()}
     out = {}
@@ -349,7 +351,8 @@ def torch_optimizer_state(optimizer, model):
         for param, state in opt.state.items():
             for field_name, value in state.items():
                 if field_name in TORCH_STATE_NAMES and id(param) in names:
-                    out[(names[id(param)], field_name)] = to_numpy(value).copy()
+                    value = to_numpy(value)
+                    out[(names[id(param)], field_name)] = value.copy() if copy else value
     return out
 
 
@@ -397,6 +400,12 @@ EVIDENCE_STEPS = 3  # steps past a divergence the observers still see
 NOT_COMPARED = "nothing is compared past it (a smaller learning rate?)"
 
 
+def state_views(model):
+    """A torch module's state dict as numpy views of its tensors (copies only off the CPU):
+    read within the step, they cost no copy of the model (``port.torch_state_dict`` copies)."""
+    return {k: to_numpy(v) for k, v in model.state_dict().items()}
+
+
 def _params(model):
     return {name for name, _ in model.named_parameters()}
 
@@ -430,9 +439,10 @@ def run_recorded(pair, batches, steps, recorder, before_step=None, observers=(),
     gradients, parameters and statistics after the update, and optimizer state are compared
     by ``recorder`` in that order, in torch's key names, each with the reference's value of it
     where the pair has a reference. ``before_step(step)`` runs first (dropout masks, say);
-    each of ``observers`` is called as ``observer(step, seen)`` with the JAX side's parameters
-    before and after and its gradients (``compare.toolkit.traps`` checks its hypotheses
-    there). Returns the per-step losses ``(torch, jax)``."""
+    each of ``observers`` is called as ``observer(step, seen)``, after the step's comparisons,
+    with the JAX side's parameters before and after and its gradients
+    (``compare.toolkit.traps`` checks its hypotheses there). Returns the per-step losses
+    ``(torch, jax)``."""
     ref = pair.reference
     fed = [pair.feed(*batch) for batch in batches]
     ref_fed = [pair.inputs(ref, *batch) for batch in batches] if ref is not None else None
@@ -501,57 +511,81 @@ def run_recorded(pair, batches, steps, recorder, before_step=None, observers=(),
             j_grads = unfold_grads(port.grads_from_nnx(jm, j_grads), pair.folds)
 
         jax_state = port.nnx_to_torch(jm)
-        if observing:  # before the comparisons: a hint may need what they saw of this step
+        if recording:
+            own = (r_loss, ref_grads) if ref is not None else (None, None)
+            jax_step = (j_loss, j_grads, jax_state)
+            _compare_step(recorder, pair, step, context, (t_loss, t_grads), jax_step, own)
+            jax_step = None
+        # the observers see the step after the comparisons (a hint that needs what they saw
+        # is asked when the run is over), with the torch and reference gradients let go:
+        # they hold the JAX side's arrays only
+        grads = t_grads = ref_grads = r_step_grads = None
+        if observing:
             seen.update(jax_after=jax_state, jax_grads=j_grads)
+            j_grads = jax_state = None
             for observer in observers:
                 observer(step, seen)
-        if not recording:
-            continue
-        t_grads, j_grads = (port.split_parts(g, pair.parts) for g in (t_grads, j_grads))
-        ref_grads = port.split_parts(ref_grads or {}, pair.parts)
-        own_loss = r_loss if ref is not None else None
-        recorder.compare(step, "loss", "loss", j_loss, t_loss, context=context, own=own_loss)
-        scale = max((float(np.max(np.abs(g))) for g in t_grads.values() if g.size), default=0.0)
-        for key, want in t_grads.items():
-            if key in j_grads:
-                recorder.compare(
-                    step,
-                    "grad",
-                    f"{key}.grad",
-                    j_grads[key],
-                    want,
-                    scale=scale,
-                    context=context,
-                    own=ref_grads.get(key),
-                )
-        own_state = {}
-        if ref is not None:
-            ref_state = port.torch_state_dict(ref.model)
-            own_state = {name: v for name, _, _, v in state_pairs(pair, ref_state, jax_state)}
-        for name, kind, got, want in state_pairs(pair, port.torch_state_dict(tm), jax_state):
-            recorder.compare(step, kind, name, got, want, context=context, own=own_state.get(name))
-        t_opt = port.split_parts(torch_optimizer_state(pair.torch.optimizer, tm), pair.parts)
-        j_opt = jax_optimizer_state(pair.jax.optimizer, jm)  # parts apart already
-        r_opt = {}
-        if ref is not None:
-            r_opt = port.split_parts(torch_optimizer_state(ref.optimizer, ref.model), pair.parts)
-        scales = {}
-        for (_, name), want in t_opt.items():
-            scales[name] = max(scales.get(name, 0.0), float(np.max(np.abs(want))))
-        for (key, name), want in t_opt.items():
-            if (key, name) in j_opt:
-                recorder.compare(
-                    step,
-                    "optimizer",
-                    f"optimizer.state[{key}]['{name}']",
-                    j_opt[(key, name)],
-                    want,
-                    scale=scales[name],
-                    context=context,
-                    own=r_opt.get((key, name)),
-                )
+        seen = None  # not held into the next step: it holds the JAX side's old parameters
     recorder.finish()
     return np.asarray(torch_losses), np.asarray(jax_losses)
+
+
+def _compare_step(recorder, pair, step, context, torch_step, jax_step, own):
+    """One step's loss, gradients, parameters and statistics, and optimizer state compared in
+    that order, each with the reference's value (``own``: its loss and gradients; its state is
+    read here) where the pair has one. ``torch_step``: ``(loss, grads)``; ``jax_step``:
+    ``(loss, grads, state after the step)``. The torch and reference tensors are read as
+    views: nothing model-sized is copied."""
+    ref, tm, jm = pair.reference, pair.torch.model, pair.jax.model
+    (t_loss, t_grads), (j_loss, j_grads, jax_state), (own_loss, ref_grads) = (
+        torch_step,
+        jax_step,
+        own,
+    )
+    t_grads, j_grads = (port.split_parts(g, pair.parts) for g in (t_grads, j_grads))
+    ref_grads = port.split_parts(ref_grads or {}, pair.parts)
+    recorder.compare(step, "loss", "loss", j_loss, t_loss, context=context, own=own_loss)
+    scale = max((max_abs(g) for g in t_grads.values() if g.size), default=0.0)
+    for key, want in t_grads.items():
+        if key in j_grads:
+            recorder.compare(
+                step,
+                "grad",
+                f"{key}.grad",
+                j_grads[key],
+                want,
+                scale=scale,
+                context=context,
+                own=ref_grads.get(key),
+            )
+    own_state = {}
+    if ref is not None:
+        ref_state = state_views(ref.model)
+        own_state = {name: v for name, _, _, v in state_pairs(pair, ref_state, jax_state)}
+    for name, kind, got, want in state_pairs(pair, state_views(tm), jax_state):
+        recorder.compare(step, kind, name, got, want, context=context, own=own_state.get(name))
+    t_opt = torch_optimizer_state(pair.torch.optimizer, tm, copy=False)
+    t_opt = port.split_parts(t_opt, pair.parts)
+    j_opt = jax_optimizer_state(pair.jax.optimizer, jm)  # parts apart already
+    r_opt = {}
+    if ref is not None:
+        r_opt = torch_optimizer_state(ref.optimizer, ref.model, copy=False)
+        r_opt = port.split_parts(r_opt, pair.parts)
+    scales = {}
+    for (_, name), want in t_opt.items():
+        scales[name] = max(scales.get(name, 0.0), max_abs(want))
+    for (key, name), want in t_opt.items():
+        if (key, name) in j_opt:
+            recorder.compare(
+                step,
+                "optimizer",
+                f"optimizer.state[{key}]['{name}']",
+                j_opt[(key, name)],
+                want,
+                scale=scales[name],
+                context=context,
+                own=r_opt.get((key, name)),
+            )
 
 
 def _rng_state():

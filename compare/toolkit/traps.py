@@ -509,19 +509,31 @@ class OptimizerWitness:
         self.exact, misses = near_misses(torch_optimizer, exact, lr)
         self.tolerance = tolerance
         self.keys = sorted(params)
-        start = {k: jnp.asarray(params[k]) for k in self.keys}
-        self.runs = [["exact", None, self.exact, self.exact.init(start), 0.0]]
-        self.runs += [[trap, detail, tx, tx.init(start), 0.0] for trap, detail, tx in misses]
+        # a state per parameter: torch's rules (and optax's twins of them) are elementwise,
+        # so each parameter's replay needs its own arrays only, never a copy of the whole
+        # model per stage of the update (a vgg's is a GB in float64)
+        runs = [("exact", None, self.exact), *misses]
+        self.runs = [[trap, detail, tx, {}, 0.0] for trap, detail, tx in runs]
+        for k in self.keys:
+            start = {k: jnp.asarray(params[k])}
+            for run in self.runs:
+                run[3][k] = run[2].init(start)
 
     def __call__(self, step, seen):
         before, after, grads = seen["jax_before"], seen["jax_after"], seen["jax_grads"]
-        params = {k: jnp.asarray(before[k]) for k in self.keys}
-        updates_in = {k: jnp.asarray(grads[k]) for k in self.keys}
-        for run in self.runs:
-            updates, run[3] = run[2].update(updates_in, run[3], params)
-            for k in self.keys:
-                predicted = np.asarray(params[k] + updates[k])
-                run[4] = max(run[4], rel_diff(predicted, after[k]))
+        for k in self.keys:
+            # numpy as the step left them (views of the JAX side's arrays): each rule makes
+            # the JAX arrays it needs, no copy of them is held across the runs
+            params, updates_in = {k: before[k]}, {k: grads[k]}
+            for run in self.runs:
+                run[4] = max(run[4], self._replay(run, k, params, updates_in, after[k]))
+
+    @staticmethod
+    def _replay(run, k, params, updates_in, after):
+        """One parameter's step through one run's rule: how far it lands from the JAX side's
+        (its update and prediction let go on return, before the next run's are made)."""
+        updates, run[3][k] = run[2].update(updates_in, run[3][k], params)
+        return rel_diff(np.asarray(params[k] + updates[k]), after)
 
     def explain(self):
         exact = self.runs[0]
