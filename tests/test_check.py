@@ -609,3 +609,65 @@ def test_dropout_layers_must_pair_by_name():
     torch.manual_seed(0)
     with pytest.raises(CompareError, match="dropout differs: torch drops at \\['drop'\\]"):
         check_mse(TorchMLP(dropout=0.2), FlaxMLP(rngs=nnx.Rngs(0)), random_batches((8, 4)))
+
+
+# -- a BatchNorm's running mean, held at its layer's deviation -------------------------------
+
+
+def test_a_running_mean_is_measured_against_its_layers_deviation():
+    """After a normalisation and a convolution without bias, a BatchNorm's input averages to
+    zero, so its running mean is rounding noise (1e-17 beside a deviation near 1): relative
+    to its own size any two right sides differ by ~100 % (mobilenet_v2 failed `check` so at
+    step 0, 1.02 against a bound of 0.68 from torch's own noise). It is held at the larger of
+    its size and its layer's smallest sqrt(running_var + eps), the scale eval mode divides
+    it by; a real error of 1e-6 of that deviation still diverges."""
+    from compare.diff import rel_diff
+    from compare.toolkit import engine
+
+    torch_state = {"bn.running_mean": np.full(4, 1e-17), "bn.running_var": np.full(4, 0.81)}
+    want = torch_state["bn.running_mean"]
+    scale = engine.running_mean_scale("bn.running_mean", want, torch_state)
+    assert scale == pytest.approx(np.sqrt(0.81 + 1e-5))
+    assert engine.running_mean_scale("bn.weight", want, torch_state) is None
+    noise, error = want * -1.0, want + 1e-6 * scale
+    assert rel_diff(noise, want) == pytest.approx(2.0)  # its own size: 200 %
+    assert rel_diff(noise, want, scale) < 1e-16
+    # torch's own noise (the reference) 5 % of the mean's size by chance: at its own size the
+    # right side's 200 % is past 10x that, at the deviation's it is nothing
+    own = want * 0.95
+    at_own_size = engine.Recorder(1e-9)
+    assert at_own_size.compare(0, "buffer", "bn.running_mean", noise, want, own=own)
+    recorder = engine.Recorder(1e-9)
+    assert not recorder.compare(0, "buffer", "bn.running_mean", noise, want, scale=scale, own=own)
+    assert recorder.compare(0, "buffer", "bn.running_mean", error, want, scale=scale, own=own)
+    # a mean far from zero keeps its own size as the scale
+    torch_state["bn.running_mean"] = np.full(4, 30.0)
+    assert engine.running_mean_scale("bn.running_mean", np.full(4, 30.0), torch_state) == 30.0
+
+
+def test_a_zero_mean_statistic_passes_check_and_a_wrong_momentum_still_fails(monkeypatch):
+    from compare import translate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1, bias=False),
+        torch.nn.BatchNorm2d(6),
+        torch.nn.Conv2d(6, 6, 1, bias=False),  # input of zero mean per channel: so is this
+        torch.nn.BatchNorm2d(6),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6 * 5 * 5, 3),
+    ).double()
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+    report = translate(model, x).check(steps=3)
+    assert report.passed and report.param_max_rel_diff <= 1e-12, str(report)
+    assert report.bound["kind"] == "fixed"
+    # the control: keeping half of the old statistics instead of torch's 0.9 still fails
+    call = layers.BatchNorm.__call__
+
+    def half_kept(self, x):
+        self.momentum = 0.5
+        return call(self, x)
+
+    monkeypatch.setattr(layers.BatchNorm, "__call__", half_kept)
+    assert not translate(model, x).check(steps=3).passed

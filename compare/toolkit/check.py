@@ -23,7 +23,7 @@ from flax import nnx
 
 from compare import optim, port
 from compare.arrays import cast, to_flax_layout
-from compare.diff import max_rel_diff, tensor_rel_diff
+from compare.diff import max_rel_diff, rel_diff, tensor_rel_diff
 from compare.errors import CompareError, PortError, SideError
 from compare.toolkit import engine, traps
 from compare.toolkit.dropout import DropoutFeed
@@ -349,11 +349,16 @@ def check(
         feed.remove()
 
     loss_diff = max_rel_diff(jax_losses, torch_losses)
-    final = engine.state_pairs(pair, engine.state_views(torch_model), port.nnx_to_torch(flax_model))
+    torch_final = engine.state_views(torch_model)
+    final = engine.state_pairs(pair, torch_final, port.nnx_to_torch(flax_model))
     irrelevant = _irrelevant(recorder, final, reference_kind)
     relevant = [(name, got, want) for name, _, got, want in final if name not in irrelevant]
-    param_diff = tensor_rel_diff(
-        {name: got for name, got, _ in relevant}, {name: want for name, _, want in relevant}
+    # a running mean at its layer's deviation's scale, as the steps held it (engine)
+    scales = {n: engine.running_mean_scale(n, want, torch_final) for n, _, want in relevant}
+    own_scale = [(name, got, want) for name, got, want in relevant if scales[name] is None]
+    param_diff = max(
+        [tensor_rel_diff({n: got for n, got, _ in own_scale}, {n: w for n, _, w in own_scale})]
+        + [rel_diff(got, want, scales[n]) for n, got, want in relevant if scales[n] is not None]
     )
     return Report(
         dtype=dtype,

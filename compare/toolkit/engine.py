@@ -562,8 +562,12 @@ def _compare_step(recorder, pair, step, context, torch_step, jax_step, own):
     if ref is not None:
         ref_state = state_views(ref.model)
         own_state = {name: v for name, _, _, v in state_pairs(pair, ref_state, jax_state)}
-    for name, kind, got, want in state_pairs(pair, state_views(tm), jax_state):
-        recorder.compare(step, kind, name, got, want, context=context, own=own_state.get(name))
+    torch_state = state_views(tm)
+    for name, kind, got, want in state_pairs(pair, torch_state, jax_state):
+        scale = running_mean_scale(name, want, torch_state)
+        recorder.compare(
+            step, kind, name, got, want, scale=scale, context=context, own=own_state.get(name)
+        )
     t_opt = torch_optimizer_state(pair.torch.optimizer, tm, copy=False)
     t_opt = port.split_parts(t_opt, pair.parts)
     j_opt = jax_optimizer_state(pair.jax.optimizer, jm)  # parts apart already
@@ -586,6 +590,27 @@ def _compare_step(recorder, pair, step, context, torch_step, jax_step, own):
                 context=context,
                 own=r_opt.get((key, name)),
             )
+
+
+# BatchNorm's eps for the running mean's scale: torch's default, the smallest any layer uses
+_BATCHNORM_EPS = 1e-5
+
+
+def running_mean_scale(name, want, torch_state):
+    """What a BatchNorm's running mean is measured against: the larger of its own size and
+    the smallest running standard deviation of its layer, ``sqrt(running_var + eps)`` (None,
+    its own size, for any other tensor). In eval mode the mean is subtracted and the result
+    divided by that deviation, so an error d in it moves the output by d / deviation; and
+    where the layer's input averages to zero (after a normalisation and a convolution without
+    bias, say) the mean itself is rounding noise, 1e-17 beside a deviation near 1, and
+    relative to its own size any two correct sides differ by 100 %."""
+    if not name.endswith(".running_mean"):
+        return None
+    var = torch_state.get(name.removesuffix("running_mean") + "running_var")
+    if var is None or np.shape(var) != np.shape(want) or not np.size(want):
+        return None
+    deviation = float(np.sqrt(np.min(var) + _BATCHNORM_EPS)) if np.min(var) >= 0 else 0.0
+    return max(max_abs(want), deviation)
 
 
 def _rng_state():
