@@ -177,7 +177,12 @@ def test_a_parameter_the_loss_does_not_depend_on_is_reported_apart_not_failed():
     assert "norm1.bias" in irrelevant and "norm2.bias" not in irrelevant
     assert irrelevant["norm1.bias"]["rel_diff"] > 1e-3  # far past the fixed 1e-9: noise
     assert "gradient is at rounding level" in irrelevant["norm1.bias"]["why"]
-    assert max(result["loss_max_rel_diff"], result["param_max_rel_diff"]) <= 1e-12
+    assert result["loss_max_rel_diff"] <= 1e-12
+    # norm2's running mean follows norm1's shift, which each side moves by its own noise:
+    # held at norm2's deviation (what eval mode divides it by) it parts by 3.6e-11 (measured,
+    # 2026-12-04), the difference it makes to the eval outputs; before, it was set apart as
+    # rounding noise at its own size and the figure was 1e-12
+    assert result["param_max_rel_diff"] <= 1e-10
     assert result["bound"]["reference"] == "torch from weights nudged by one rounding step"
 
 
