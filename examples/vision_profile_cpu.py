@@ -19,10 +19,12 @@ quotes it, run as
 """
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 
 import jax
 import optax
@@ -43,7 +45,7 @@ from vision_speed_cpu import (
 
 from compare.bench.jax_worker import set_jax_precision
 from compare.bench.timing import time_in_turns
-from jaxnets import layers
+from jaxnets import _conv, layers
 
 LOOPS = ("jax-nnx-jit", "jax-scan")
 STEPS, REPEATS = 3, 3
@@ -99,10 +101,28 @@ class _Pooling:
         return x[(slice(None), *at, slice(None))]
 
 
-def variants_for(model, pools):
-    """(row, change to a fresh model, plain SGD?, pooling stood in?) for what ``model`` holds."""
+@contextlib.contextmanager
+def convolutions_as_before():
+    """While a step is traced, ``jaxnets/_conv.py`` as it was before its depthwise form and its
+    padding against XLA's operand swap (lax's grouped convolution, the padding in the
+    window): the "before" of the same step, compiled and timed in the same process."""
+    saved = _conv._is_depthwise, _conv._swapped
+    _conv._is_depthwise = lambda *args: False
+    _conv._swapped = lambda in_size, kernel_size: False
+    try:
+        yield
+    finally:
+        _conv._is_depthwise, _conv._swapped = saved
+
+
+def variants_for(model, pools, ablate=True):
+    """(row, change to a fresh model, plain SGD?, pooling stood in?) for what ``model`` holds:
+    the step, the step as before, and unless not ``ablate`` each stand-in."""
+    rows = [("the step", None, False, False), ("the step as before", None, False, False)]
+    if not ablate:
+        return rows
     kinds = sorted({conv_kind(conv) for _, conv in _convs(model)})
-    rows = [("the step", None, False, False), ("convolutions", stand_in_convs, False, False)]
+    rows.append(("convolutions", stand_in_convs, False, False))
     for kind in kinds:
         rows.append((f"- {kind}", lambda m, kind=kind: stand_in_convs(m, kind), False, False))
     rows.append(("BatchNorm", stand_in_batch_norm, False, False))
@@ -156,7 +176,7 @@ def build(translation, initial, images, labels, loop, change, plain_sgd):
     return block
 
 
-def profile(name, loops, steps, repeats):
+def profile(name, loops, steps, repeats, ablate):
     import compare
 
     torch.manual_seed(0)
@@ -167,15 +187,18 @@ def profile(name, loops, steps, repeats):
     pooling = _Pooling(namespace.nnx)
     namespace.nnx = pooling
     pools = "max_pool" in translation.source
-    rows = variants_for(translation.new_module(initial), pools)
+    rows_model = translation.new_module(initial)
+    rows = variants_for(rows_model, pools)
     ms, spread = {}, 0.0
     for loop in loops:
         blocks = {}
-        for row, change, plain_sgd, pool in rows:
+        for row, change, plain_sgd, pool in variants_for(rows_model, pools, loop in ablate):
             blocks[row] = build(translation, initial, images, labels, loop, change, plain_sgd)
             pooling.stand_in = pool
+            before = convolutions_as_before() if row == "the step as before" else nullcontext()
             try:
-                blocks[row]()  # traced, compiled and warmed up with its pooling
+                with before:
+                    blocks[row]()  # traced, compiled and warmed up with its pooling
             finally:
                 pooling.stand_in = False
         seconds = time_in_turns(blocks, repeats)
@@ -187,17 +210,21 @@ def profile(name, loops, steps, repeats):
     print(f"| {'what':38s} |{head}")
     print(f"| {'-' * 38} |" + " ---: | ---: | ---: |" * len(loops))
     for row, *_ in rows:
-        label = row if row in ("the step", "the rest") else f"{row} (stood in)"
+        label = row if row.startswith("the ") else f"{row} (stood in)"
         label = "the rest (all stood in)" if row == "the rest" else label
         cells = ""
         for loop in loops:
+            if (loop, row) not in ms:
+                cells += " - | | |"
+                continue
             step, here = ms[loop, "the step"], ms[loop, row]
-            cost = here if row == "the rest" else step - here
-            cells += (
-                f" {here:.1f} | | 100 % |"
-                if row == "the step"
-                else f" {here:.1f} | {cost:.1f} | {cost / step:.0%} |"
-            )
+            cost = here if row.startswith("the ") else step - here
+            if row == "the step":
+                cells += f" {here:.1f} | | 100 % |"
+            elif row == "the step as before":  # its time over the step's
+                cells += f" {here:.1f} | | {here / step:.2f}x |"
+            else:
+                cells += f" {here:.1f} | {cost:.1f} | {cost / step:.0%} |"
         print(f"| {label:38s} |{cells}")
     print(f"(largest spread of a variant's {repeats} repeats: {spread:.0%})", flush=True)
 
@@ -208,6 +235,13 @@ def main(argv=None):
     )
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--loops", nargs="+", choices=LOOPS, default=list(LOOPS))
+    parser.add_argument(
+        "--ablate",
+        nargs="*",
+        choices=LOOPS,
+        help="the loops that get the stand-in rows (default: all; the others only the step "
+        "and the step as before)",
+    )
     parser.add_argument("--steps", type=int, default=STEPS, help=f"per block ({STEPS})")
     parser.add_argument("--repeats", type=int, default=REPEATS, help=f"rounds ({REPEATS})")
     args = parser.parse_args(argv)
@@ -222,7 +256,8 @@ def main(argv=None):
         f"{sorted(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.2f}"
     )
     for name in args.models:
-        profile(name, args.loops, args.steps, args.repeats)
+        ablate = args.loops if args.ablate is None else args.ablate
+        profile(name, args.loops, args.steps, args.repeats, ablate)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

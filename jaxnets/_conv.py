@@ -17,6 +17,17 @@ from strided slices and one matmul, was slower here: 69 steps/s against 99 on th
 ``mnist-cnn`` step, one core.) ``Conv`` is ``nnx.Conv`` with it as its
 ``conv_general_dilated``: what the tutorials write where torch writes ``nn.Conv2d``.
 
+Two more ways out of the fast form, found on torchvision's nets (``compare.translate``'s
+resnet18 and mobilenet_v2 at 32x32, ``examples/vision_profile_cpu.py``): XLA's algebraic
+simplifier swaps a convolution's operands when the kernel has more pixels than the input (a
+3x3 kernel on a 2x2 or 1x1 map), and the swapped one is XLA:CPU's unoptimised loop even
+outside a scan, so such an input is padded in front, behind an optimization barrier (XLA
+folds a bare pad back into the window); and a depthwise convolution (``feature_group_count``
+= the input's features, mobilenet's) is grouped, which Eigen runs one group at a time, whose
+kernel gradient is a ``batch_group_count`` convolution, and which inside a scan falls to the
+unoptimised loops forward and backward: it is written as one multiply-add per kernel pixel
+instead (``_depthwise``), with no convolution left at all.
+
 ``conv_transpose`` (and ``ConvTranspose``, the ``nnx.ConvTranspose`` that uses it: Flax's has
 no hook) is not a convolution over the input dilated by the strides, which is mostly zeros,
 but what that computes: each input pixel times the kernel in one matmul, the products added
@@ -25,8 +36,9 @@ into the output an offset at a time. On dcgan's generator it is 1.6-3.8x faster 
 inside a scan it has no convolution to lose.
 
 Both hand over to lax at trace time on any other backend (GPU, TPU), where XLA's own
-convolutions go to cuDNN, and for what they do not cover (grouped or kernel-dilated
-convolutions, other layouts, padding given as a string to ``conv_transpose``).
+convolutions go to cuDNN, and for what they do not cover (grouped convolutions other than
+depthwise ones, kernel-dilated ones other than depthwise, other layouts, padding given as a
+string to ``conv_transpose``).
 """
 
 import functools

@@ -5,7 +5,10 @@ Equal to lax in float64 (values, input and kernel gradients) for every convoluti
 tutorials use and a few they do not; it is really taken (not a silent hand-over to lax); on a
 GPU, and for what it does not cover, lax's own; and the compiled whole-epoch scans of
 ``mnist-cnn``, ``mnist-resnet`` and ``dcgan`` hold only fast-form convolutions, where lax's
-own leaves them (the control).
+own leaves them (the control). Depthwise convolutions (mobilenet_v2's), as multiply-adds,
+equal lax's grouped ones in float64 too, and a scan over resnet18's and mobilenet_v2's
+awkward convolutions (3x3 kernels on 2x2 and 1x1 maps, depthwise) holds no swapped or grouped
+convolution, where lax's, or the padding in front left out, does (the controls).
 """
 
 import os
@@ -269,6 +272,22 @@ def test_on_a_gpu_it_is_lax(monkeypatch):
     assert "custom_vjp_call" not in jaxpr and jaxpr.count("conv_general_dilated") == 2
 
 
+def test_depthwise_on_a_gpu_is_lax(monkeypatch):
+    x, w = jnp.zeros((2, 8, 8, 4)), jnp.zeros((3, 3, 1, 4))
+
+    def jaxpr():  # a new function each time: traced afresh
+        def depthwise(x, w):
+            return _conv.conv_general_dilated(
+                x, w, (1, 1), "SAME", dimension_numbers=NHWC, feature_group_count=4
+            )
+
+        return str(jax.make_jaxpr(depthwise)(x, w))
+
+    assert "conv_general_dilated" not in jaxpr()
+    monkeypatch.setattr(_conv.jax, "default_backend", lambda: "gpu")
+    assert "feature_group_count=4" in jaxpr()
+
+
 class _LaxConvNet(nnx.Module):
     """mnist-cnn's first layer on lax's own convolution: the control."""
 
@@ -386,14 +405,16 @@ def _small_maps_scan_hlo(conv):
 
 
 def _slow_convolutions(hlo):
-    # swapped operands (not the fast form) or grouped: XLA:CPU's unoptimised loops in a scan
+    # swapped operands (not the fast form) or grouped: XLA:CPU's unoptimised loops in a scan;
+    # jaxlib 0.11 wraps such a one in a loop fusion of its own
     lines = [line for line in hlo.splitlines() if " convolution(" in line]
-    assert lines and "wrapped_convolution" not in hlo
-    return [
+    assert lines
+    slow = [
         line
         for line in lines
         if re.search(r"dim_labels=([^,\s]+)", line).group(1) != FAST or "group_count=" in line
     ]
+    return slow + (["wrapped_convolution"] if "wrapped_convolution" in hlo else [])
 
 
 def test_small_maps_and_depthwise_scan_has_only_fast_convolutions():
@@ -404,8 +425,7 @@ def test_small_maps_control_operands_swapped(monkeypatch):
     # the controls: without the padding in front, XLA swaps the operands of the 3x3 kernels
     # on 2x2 and 1x1 maps; lax's own depthwise convolutions stay grouped
     monkeypatch.setattr(_conv, "_swapped", lambda in_size, kernel_size: False)
-    slow = _slow_convolutions(_small_maps_scan_hlo(_conv.conv_general_dilated))
-    assert any(FAST not in line for line in slow)
+    assert _slow_convolutions(_small_maps_scan_hlo(_conv.conv_general_dilated))
     monkeypatch.undo()
     assert any(
         "group_count=" in line
