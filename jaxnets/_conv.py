@@ -17,6 +17,18 @@ from strided slices and one matmul, was slower here: 69 steps/s against 99 on th
 ``mnist-cnn`` step, one core.) ``Conv`` is ``nnx.Conv`` with it as its
 ``conv_general_dilated``: what the tutorials write where torch writes ``nn.Conv2d``.
 
+Two more ways out of the fast form, found on torchvision's nets (``compare.translate``'s
+resnet18 and mobilenet_v2 at 32x32, ``examples/vision_profile_cpu.py``): XLA's algebraic
+simplifier swaps a convolution's operands when the kernel has more pixels than the input (a
+3x3 kernel on a 2x2 or 1x1 map), and the swapped one is XLA:CPU's unoptimised loop even
+outside a scan, so such an input is padded in front, behind an optimization barrier (XLA
+folds a bare pad back into the window); and a depthwise convolution (``feature_group_count``
+= the input's features, mobilenet's) is grouped (its kernel gradient, after XLA's passes, a
+``batch_group_count`` convolution): jitted, mobilenet_v2's step was 2.7x slower with those,
+and inside a scan they fall to the unoptimised loops forward and backward (32x). It is
+written as one multiply-add per kernel pixel instead (``_depthwise``), with no convolution
+left at all.
+
 ``conv_transpose`` (and ``ConvTranspose``, the ``nnx.ConvTranspose`` that uses it: Flax's has
 no hook) is not a convolution over the input dilated by the strides, which is mostly zeros,
 but what that computes: each input pixel times the kernel in one matmul, the products added
@@ -25,12 +37,14 @@ into the output an offset at a time. On dcgan's generator it is 1.6-3.8x faster 
 inside a scan it has no convolution to lose.
 
 Both hand over to lax at trace time on any other backend (GPU, TPU), where XLA's own
-convolutions go to cuDNN, and for what they do not cover (grouped or kernel-dilated
-convolutions, other layouts, padding given as a string to ``conv_transpose``).
+convolutions go to cuDNN, and for what they do not cover (grouped convolutions other than
+depthwise ones, kernel-dilated ones other than depthwise, other layouts, padding given as a
+string to ``conv_transpose``).
 """
 
 import functools
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +57,15 @@ _LAYOUTS = {
     4: ("NHWC", "HWIO", "NHWC"),
     5: ("NHWDC", "HWDIO", "NHWDC"),
 }
+
+
+def _swapped(in_size, kernel_size):
+    """Whether XLA may swap a convolution's operands, input for kernel, out of the fast form:
+    its algebraic simplifier does when the kernel has more pixels than the unpadded input (a
+    3x3 kernel on resnet18's 2x2 and 1x1 maps, forward and input gradient: XLA:CPU's
+    unoptimised loops even outside a scan). Padded beforehand (behind an optimization barrier,
+    or XLA folds the pad into the window again), the input is the larger."""
+    return math.prod(kernel_size) > math.prod(in_size)
 
 
 def _conv(x, w, strides, padding, precision, lhs_dilation=None, rhs_dilation=None):
@@ -82,11 +105,21 @@ def _conv_fast_bwd(strides, padding, precision, residuals, dy):
         (k - 1 - lo, k - 1 - hi + u)
         for k, (lo, hi), u in zip(kernel_size, padding, uncovered, strict=True)
     ]
-    dx = _conv(dy, w_t, (1,) * n, dx_padding, precision, lhs_dilation=strides)  # like x
+    if _swapped(dy.shape[1:-1], kernel_size):
+        # all of it in front: the zeros between the pixels and the padding (see _swapped)
+        zero = jnp.zeros((), dy.dtype)
+        pads = [(lo, hi, s - 1) for (lo, hi), s in zip(dx_padding, strides, strict=True)]
+        # the barrier keeps XLA from folding the pad back into the convolution's window
+        dy_dilated = lax.optimization_barrier(lax.pad(dy, zero, [(0, 0, 0), *pads, (0, 0, 0)]))
+        dx = _conv(dy_dilated, w_t, (1,) * n, ((0, 0),) * n, precision)
+    else:
+        dx = _conv(dy, w_t, (1,) * n, dx_padding, precision, lhs_dilation=strides)  # like x
     # kernel gradient: batch and features swapped, the output gradient (dilated by the stride)
     # as the kernel
     x_t = jnp.moveaxis(x, (0, -1), (-1, 0))  # (in_features, *in_size, batch)
-    if any(i < c for i, c in zip(x.shape[1:-1], covered, strict=True)):
+    if _swapped(x.shape[1:-1], dy.shape[1:-1]) or any(
+        i < c for i, c in zip(x.shape[1:-1], covered, strict=True)
+    ):
         # An input smaller than this kernel makes XLA swap the two operands, out of the fast
         # form: pad it beforehand.
         zero = jnp.zeros((), x.dtype)
@@ -109,8 +142,51 @@ def _use_own(lhs, rhs, dimension_numbers, feature_group_count, batch_group_count
         return False
     if feature_group_count != 1 or batch_group_count != 1:
         return False
+    return _fast_layout(lhs, rhs, dimension_numbers)
+
+
+def _fast_layout(lhs, rhs, dimension_numbers):
     dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     return dn == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _LAYOUTS[lhs.ndim])
+
+
+def _is_depthwise(lhs, rhs, dimension_numbers, feature_group_count, batch_group_count):
+    # one group per input feature, on a CPU, in the fast layout: what _depthwise computes
+    if jax.default_backend() != "cpu" or lhs.ndim not in _LAYOUTS or batch_group_count != 1:
+        return False
+    features = lhs.shape[-1]
+    return (
+        features > 1
+        and feature_group_count == features
+        and _fast_layout(lhs, rhs, dimension_numbers)
+        and rhs.shape[-2] == 1
+        and rhs.shape[-1] % features == 0
+    )
+
+
+def _depthwise(x, w, strides, padding, lhs_dilation, rhs_dilation):
+    """A depthwise convolution (``feature_group_count`` = the input's features, each group one
+    input feature to ``multiplier`` outputs) as one multiply-add per kernel pixel: a strided
+    slice of the padded input times that pixel's weights, summed. No convolution is left for
+    XLA:CPU to run slowly (its grouped ones, and the ``batch_group_count`` kernel gradients
+    it makes of them, were 2.7x slower jitted and fell to its unoptimised loops in a scan:
+    module docstring). The backward is autodiff's: pads and sums."""
+    n = x.ndim - 2
+    kernel_size, multiplier = w.shape[:n], w.shape[-1] // x.shape[-1]
+    if multiplier > 1:  # lax's output feature o reads input feature o // multiplier
+        x = jnp.repeat(x, multiplier, axis=-1)
+    pads = [(lo, hi, d - 1) for (lo, hi), d in zip(padding, lhs_dilation, strict=True)]
+    x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *pads, (0, 0, 0)])
+    reach = [(k - 1) * d + 1 for k, d in zip(kernel_size, rhs_dilation, strict=True)]
+    out_size = [(p - r) // s + 1 for p, r, s in zip(x.shape[1:-1], reach, strides, strict=True)]
+    y = None
+    for offset in itertools.product(*map(range, kernel_size)):
+        start = [o * d for o, d in zip(offset, rhs_dilation, strict=True)]
+        limit = [b + (o - 1) * s + 1 for b, o, s in zip(start, out_size, strides, strict=True)]
+        window = lax.slice(x, (0, *start, 0), (x.shape[0], *limit, x.shape[-1]), (1, *strides, 1))
+        term = window * w[(*offset, 0)].reshape((1,) * (n + 1) + (-1,))
+        y = term if y is None else y + term
+    return y  # (batch, *out_size, features * multiplier)
 
 
 def _ones(value, n):
@@ -150,10 +226,11 @@ def conv_general_dilated(
         precision=precision,
         preferred_element_type=preferred_element_type,
     )
-    if (
-        kwargs.get("out_sharding") is not None
-        or preferred_element_type is not None
-        or rhs_dilation != (1,) * n
+    if kwargs.get("out_sharding") is not None or preferred_element_type is not None:
+        return as_lax()
+    depthwise = _is_depthwise(lhs, rhs, dimension_numbers, feature_group_count, batch_group_count)
+    if not depthwise and (
+        rhs_dilation != (1,) * n
         or not _use_own(lhs, rhs, dimension_numbers, feature_group_count, batch_group_count)
     ):
         return as_lax()
@@ -161,7 +238,17 @@ def conv_general_dilated(
         dilated_in = [
             (d - 1) * (k - 1) + d for d, k in zip(lhs.shape[1:-1], lhs_dilation, strict=True)
         ]
-        padding = lax.padtype_to_pads(dilated_in, rhs.shape[:n], strides, padding)
+        dilated_k = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:n], rhs_dilation, strict=True)]
+        padding = lax.padtype_to_pads(dilated_in, dilated_k, strides, padding)
+    if depthwise:
+        reach = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:n], rhs_dilation, strict=True)]
+        padded = [
+            (size - 1) * d + 1 + lo + hi
+            for size, d, (lo, hi) in zip(lhs.shape[1:-1], lhs_dilation, padding, strict=True)
+        ]
+        if 0 in lhs.shape or any(p < r for p, r in zip(padded, reach, strict=True)):
+            return as_lax()  # nothing to compute: lax's shapes and errors
+        return _depthwise(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation)
     # Zeros between the input's pixels (input dilation) and a negative padding (a crop), or one
     # larger than the kernel, are a lax.pad in front; the rest of the padding stays in the
     # convolution, where XLA:CPU's fast form takes it. (lax.pad's own gradient is a slice.)
@@ -176,6 +263,10 @@ def conv_general_dilated(
     x = lhs
     if any(c != (0, 0, 0) for c in config):
         x = lax.pad(lhs, jnp.zeros((), lhs.dtype), [(0, 0, 0), *config, (0, 0, 0)])
+    if _swapped(x.shape[1:-1], rhs.shape[:n]):
+        x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((*p, 0) for p in inner), (0, 0, 0)])
+        x = lax.optimization_barrier(x)  # or XLA folds the pad back into the window
+        inner = [(0, 0)] * n
     padded = [size + lo + hi for size, (lo, hi) in zip(x.shape[1:-1], inner, strict=True)]
     if 0 in x.shape or any(p < k for p, k in zip(padded, rhs.shape[:n], strict=True)):
         return as_lax()  # nothing to compute: lax's shapes and errors

@@ -30,8 +30,9 @@ dtype. Without dropout Flax's default hands attention to ``jax.nn.dot_product_at
 whose softmax runs in float32 even for float64 inputs (1e-8 from torch's float64).
 
 ``Conv``, ``ConvTranspose`` (from ``jaxnets._conv``): ``nnx.Conv`` / ``nnx.ConvTranspose``
-whose convolutions stay in XLA:CPU's fast form inside a scanned training step; the same
-numbers as lax's, which they hand over to on any other backend.
+whose convolutions stay in XLA:CPU's fast form inside a scanned training step (a depthwise
+convolution as multiply-adds, with no convolution at all); the same numbers as lax's, which
+they hand over to on any other backend.
 
 ``hard_sigmoid``: ``jax.nn.hard_sigmoid``, whose gradient is the exact 1/6 inside (-3, 3);
 torch's CPU kernel multiplies by ``1.0f / 6.0f``, one sixth rounded to float32, even for float64

@@ -5,7 +5,10 @@ Equal to lax in float64 (values, input and kernel gradients) for every convoluti
 tutorials use and a few they do not; it is really taken (not a silent hand-over to lax); on a
 GPU, and for what it does not cover, lax's own; and the compiled whole-epoch scans of
 ``mnist-cnn``, ``mnist-resnet`` and ``dcgan`` hold only fast-form convolutions, where lax's
-own leaves them (the control).
+own leaves them (the control). Depthwise convolutions (mobilenet_v2's), as multiply-adds,
+equal lax's grouped ones in float64 too, and a scan over resnet18's and mobilenet_v2's
+awkward convolutions (3x3 kernels on 2x2 and 1x1 maps, depthwise) holds no swapped or grouped
+convolution, where lax's, or the padding in front left out, does (the controls).
 """
 
 import os
@@ -41,6 +44,48 @@ CONVS = {
     "crop and uneven padding": ((2, 9, 10, 3), (3, 3, 3, 4), (1, 1), ((-1, 2), (0, 1))),
     "padding wider than the kernel": ((2, 6, 6, 2), (3, 3, 2, 3), (1, 1), ((3, 2), (4, 3))),
     "1-d": ((2, 17, 3), (4, 3, 5), (2,), ((1, 2),)),
+    # resnet18's last maps: a kernel with more pixels than the input, which XLA would swap
+    "resnet18 layer3 3x3 on 2x2": ((3, 2, 2, 6), (3, 3, 6, 5), (1, 1), ((1, 1), (1, 1))),
+    "resnet18 layer4 3x3 on 1x1": ((3, 1, 1, 6), (3, 3, 6, 5), (1, 1), ((1, 1), (1, 1))),
+    "resnet18 layer4.0 3x3 stride 2, 2x2 to 1x1": (
+        (3, 2, 2, 6),
+        (3, 3, 6, 5),
+        (2, 2),
+        ((1, 1), (1, 1)),
+    ),
+    "resnet18 layer3.0 3x3 stride 2, 4x4 to 2x2": (
+        (3, 4, 4, 6),
+        (3, 3, 6, 5),
+        (2, 2),
+        ((1, 1), (1, 1)),
+    ),
+    "5x5 on 3x1, uneven padding": ((2, 3, 1, 2), (5, 5, 2, 3), (1, 1), ((2, 1), (2, 3))),
+}
+
+# depthwise: (input shape, kernel shape, strides, padding, extra lax arguments), groups =
+# the input's features; mobilenet_v2's first
+DEPTHWISE = {
+    "mobilenet_v2 3x3 pad 1": ((3, 8, 8, 6), (3, 3, 1, 6), (1, 1), ((1, 1), (1, 1)), {}),
+    "mobilenet_v2 3x3 stride 2 pad 1": ((3, 8, 8, 6), (3, 3, 1, 6), (2, 2), ((1, 1), (1, 1)), {}),
+    "3x3 on 1x1": ((3, 1, 1, 4), (3, 3, 1, 4), (1, 1), ((1, 1), (1, 1)), {}),
+    "multiplier 3, SAME, strides (2, 1)": ((2, 7, 8, 4), (3, 3, 1, 12), (2, 1), "SAME", {}),
+    "5x3, stride leaves pixels uncovered": ((2, 10, 11, 3), (5, 3, 1, 3), (2, 3), "VALID", {}),
+    "crop and uneven padding": ((2, 9, 10, 3), (3, 3, 1, 3), (1, 1), ((-1, 2), (0, 1)), {}),
+    "kernel-dilated": (
+        (2, 9, 9, 3),
+        (3, 2, 1, 3),
+        (1, 1),
+        ((2, 0), (1, 1)),
+        {"rhs_dilation": (2, 3)},
+    ),
+    "input-dilated": (
+        (2, 6, 6, 3),
+        (3, 3, 1, 3),
+        (1, 1),
+        ((1, 1), (2, 1)),
+        {"lhs_dilation": (2, 1)},
+    ),
+    "1-d, multiplier 2": ((2, 17, 3), (4, 1, 6), (2,), ((1, 2),), {}),
 }
 
 # dcgan's generator: nnx.ConvTranspose(transpose_kernel=True), torch's (k, stride, padding)
@@ -81,6 +126,44 @@ def test_conv_equals_lax_float64(case):
     assert "custom_vjp_call" in str(jax.make_jaxpr(ours)(x, w))
     dy = rng.normal(size=jax.eval_shape(theirs, x, w).shape)
     _assert_equal(_value_and_grads(ours, x, w, dy), _value_and_grads(theirs, x, w, dy))
+
+
+def _depthwise_pair(case):
+    x_shape, w_shape, strides, padding, kwargs = DEPTHWISE[case]
+    dn = NHWC if len(x_shape) == 4 else ("NHC", "HIO", "NHC")
+    kwargs = dict(kwargs, dimension_numbers=dn, feature_group_count=x_shape[-1])
+
+    def ours(x, w):
+        return _conv.conv_general_dilated(x, w, strides, padding, **kwargs)
+
+    def theirs(x, w):
+        return lax.conv_general_dilated(x, w, strides, padding, **kwargs)
+
+    rng = np.random.default_rng(4)
+    return ours, theirs, rng.normal(size=x_shape), rng.normal(size=w_shape), rng
+
+
+@pytest.mark.parametrize("case", DEPTHWISE)
+def test_depthwise_equals_lax_float64(case):
+    ours, theirs, x, w, rng = _depthwise_pair(case)
+    # taken: multiply-adds, no convolution left for XLA:CPU
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(ours)(x, w))
+    dy = rng.normal(size=jax.eval_shape(theirs, x, w).shape)
+    _assert_equal(_value_and_grads(ours, x, w, dy), _value_and_grads(theirs, x, w, dy))
+
+
+def test_depthwise_multiplier_order_matters(monkeypatch):
+    # the control: lax's output feature o reads input feature o // multiplier (a repeat); the
+    # features tiled instead (o reads o % features) are caught
+    ours, theirs, x, w, rng = _depthwise_pair("multiplier 3, SAME, strides (2, 1)")
+    dy = rng.normal(size=jax.eval_shape(theirs, x, w).shape)
+    want = _value_and_grads(theirs, x, w, dy)
+    _assert_equal(_value_and_grads(ours, x, w, dy), want)
+    monkeypatch.setattr(
+        _conv.jnp, "repeat", lambda a, repeats, axis: jnp.concatenate([a] * repeats, axis=axis)
+    )
+    with pytest.raises(AssertionError):
+        _assert_equal(_value_and_grads(ours, x, w, dy), want)
 
 
 @pytest.mark.parametrize("case", CONV_TRANSPOSES)
@@ -189,6 +272,22 @@ def test_on_a_gpu_it_is_lax(monkeypatch):
     assert "custom_vjp_call" not in jaxpr and jaxpr.count("conv_general_dilated") == 2
 
 
+def test_depthwise_on_a_gpu_is_lax(monkeypatch):
+    x, w = jnp.zeros((2, 8, 8, 4)), jnp.zeros((3, 3, 1, 4))
+
+    def jaxpr():  # a new function each time: traced afresh
+        def depthwise(x, w):
+            return _conv.conv_general_dilated(
+                x, w, (1, 1), "SAME", dimension_numbers=NHWC, feature_group_count=4
+            )
+
+        return str(jax.make_jaxpr(depthwise)(x, w))
+
+    assert "conv_general_dilated" not in jaxpr()
+    monkeypatch.setattr(_conv.jax, "default_backend", lambda: "gpu")
+    assert "feature_group_count=4" in jaxpr()
+
+
 class _LaxConvNet(nnx.Module):
     """mnist-cnn's first layer on lax's own convolution: the control."""
 
@@ -256,6 +355,82 @@ def test_scanned_epoch_has_only_fast_convolutions(name):
     labels = _conv_labels(hlo)
     assert labels and set(labels) == {FAST}, labels
     assert "wrapped_convolution" not in hlo  # jaxlib 0.11 loop-fuses a slow one instead
+
+
+class _SmallMapsNet(nnx.Module):
+    """resnet18's and mobilenet_v2's awkward convolutions on 4x4 images: 3x3 kernels on 2x2
+    and 1x1 maps, strided into them, and depthwise ones (``conv`` is the convolution)."""
+
+    def __init__(self, conv, *, rngs):
+        def layer(i, o, strides=1, groups=1):
+            return nnx.Conv(
+                i,
+                o,
+                (3, 3),
+                strides=strides,
+                padding=((1, 1), (1, 1)),
+                feature_group_count=groups,
+                conv_general_dilated=conv,
+                rngs=rngs,
+            )
+
+        self.convs = nnx.List(
+            [
+                layer(2, 4, strides=2),  # 4x4 to 2x2
+                layer(4, 4),  # 3x3 on 2x2
+                layer(4, 4, groups=4),  # depthwise
+                layer(4, 8, strides=2),  # 2x2 to 1x1
+                layer(8, 8),  # 3x3 on 1x1
+                layer(8, 8, strides=2, groups=8),
+            ]
+        )
+        self.fc = nnx.Linear(8, 10, rngs=rngs)
+
+    def __call__(self, x):
+        for conv in self.convs:
+            x = nnx.relu(conv(x))
+        return self.fc(x.reshape(len(x), -1))
+
+
+def _small_maps_scan_hlo(conv):
+    import optax
+
+    model = _SmallMapsNet(conv, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.sgd(0.01, momentum=0.9), wrt=nnx.Param)
+    graphdef, state = nnx.split((model, optimizer))
+    x, y = jnp.zeros((16, 4, 4, 2), jnp.float32), jnp.zeros(16, jnp.int32)
+    idx = np.arange(16).reshape(2, 8)
+    lowered = _train._scan_batches.lower(mnist_cnn.train_step, graphdef, state, x, y, idx)
+    return lowered.compile().as_text()
+
+
+def _slow_convolutions(hlo):
+    # swapped operands (not the fast form) or grouped: XLA:CPU's unoptimised loops in a scan;
+    # jaxlib 0.11 wraps such a one in a loop fusion of its own
+    lines = [line for line in hlo.splitlines() if " convolution(" in line]
+    assert lines
+    slow = [
+        line
+        for line in lines
+        if re.search(r"dim_labels=([^,\s]+)", line).group(1) != FAST or "group_count=" in line
+    ]
+    return slow + (["wrapped_convolution"] if "wrapped_convolution" in hlo else [])
+
+
+def test_small_maps_and_depthwise_scan_has_only_fast_convolutions():
+    assert _slow_convolutions(_small_maps_scan_hlo(_conv.conv_general_dilated)) == []
+
+
+def test_small_maps_control_operands_swapped(monkeypatch):
+    # the controls: without the padding in front, XLA swaps the operands of the 3x3 kernels
+    # on 2x2 and 1x1 maps; lax's own depthwise convolutions stay grouped
+    monkeypatch.setattr(_conv, "_swapped", lambda in_size, kernel_size: False)
+    assert _slow_convolutions(_small_maps_scan_hlo(_conv.conv_general_dilated))
+    monkeypatch.undo()
+    assert any(
+        "group_count=" in line
+        for line in _slow_convolutions(_small_maps_scan_hlo(lax.conv_general_dilated))
+    )
 
 
 _COMPILE_SCAN = """
