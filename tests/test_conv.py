@@ -421,6 +421,7 @@ def test_small_maps_and_depthwise_scan_has_only_fast_convolutions():
     assert _slow_convolutions(_small_maps_scan_hlo(_conv.conv_general_dilated)) == []
 
 
+@pytest.mark.slow  # a third scan compiled (20 s): the control of the test above
 def test_small_maps_control_operands_swapped(monkeypatch):
     # the controls: without the padding in front, XLA swaps the operands of the 3x3 kernels
     # on 2x2 and 1x1 maps; lax's own depthwise convolutions stay grouped

@@ -107,9 +107,23 @@ LONG_FLOAT32 |= {"vae", "gan", "cgan", "dcgan"}
 FIRST_STEPS = 20
 
 
+# one task per kind of training loop in the default tier (a fresh process each, 10-20 s):
+# full-batch, a dict of nets, convolutional, recurrent, a custom step, noise, two nets, fed
+# dropout masks; every task's bound in the slow tier
+FLOAT32_DEFAULT_TIER = {"regression", "optimizers", "mnist-cnn", "mnist-lstm", "rnn-sincos"}
+FLOAT32_DEFAULT_TIER |= {"vae", "gan", "housing-regularization"}
+
+
 @pytest.mark.parametrize(
     "name, steps",
-    [(name, FIRST_STEPS if name in LONG_FLOAT32 else None) for name in TASKS]
+    [
+        pytest.param(
+            name,
+            FIRST_STEPS if name in LONG_FLOAT32 else None,
+            marks=() if name in FLOAT32_DEFAULT_TIER else pytest.mark.slow,
+        )
+        for name in TASKS
+    ]
     + [pytest.param(name, None, marks=pytest.mark.slow) for name in sorted(LONG_FLOAT32)],
 )
 def test_float32_drift_stays_within_the_measured_bound(name, steps):
