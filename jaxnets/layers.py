@@ -42,9 +42,10 @@ one takes torch's constant in its gradient; its values, and everything in float3
 ``jax.nn``'s.
 
 ``max_pool`` (from ``jaxnets._pool``): ``nnx.max_pool``; windows that tile the input (torch's
-``MaxPool2d(k)``) as a reshape and a max, several times faster on a CPU than
-``reduce_window``'s backward, with the gradient at ties where torch puts it (the first
-maximum of each window), which a plain ``max``'s gradient is not.
+``MaxPool2d(k)``) as a reshape and a max, other windows (``MaxPool2d(3, 2, padding=1)``) as
+the max of strided slices, several times faster on a CPU than ``reduce_window``'s backward,
+with the gradient at ties where torch puts it (the first maximum of each window), which a
+plain ``max``'s gradient is not.
 """
 
 import jax

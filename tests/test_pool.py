@@ -1,9 +1,10 @@
-"""jaxnets/_pool.py: max pooling over tiling windows as a reshape and a max.
+"""jaxnets/_pool.py: max pooling as a reshape and a max (tiling windows) or strided slices.
 
 Equal to ``nnx.max_pool`` in float64, values and gradients, on random inputs of the tutorials'
-shapes and others; at ties (constant windows, windows a ReLU zeroed) its gradient is torch's
-``max_pool2d`` backward exactly, where a plain ``max``'s gradient is not (the control); what it
-does not cover is ``nnx.max_pool``'s own.
+shapes, torchvision's 3x3 stride-2 padded pooling and others; at ties (constant windows,
+windows a ReLU zeroed) its gradient is torch's ``max_pool2d`` backward exactly, where a plain
+``max``'s gradient is not (the control), and where windows overlap it sums in torch's order;
+what it does not cover is ``nnx.max_pool``'s own.
 """
 
 import functools
@@ -101,26 +102,86 @@ def test_gradient_at_ties_is_torchs(window):
     np.testing.assert_array_equal(_value_and_grad(_pool(nnx.max_pool, window), x, dy)[1], dx)
 
 
+# (input shape, window, strides, padding): windows that overlap, stride past each other or
+# pad; torchvision's resnet18 pools 3x3, stride 2, padding 1 after its stem
+STRIDED = {
+    "resnet18's MaxPool2d(3, 2, padding=1)": ((2, 16, 16, 4), (3, 3), (2, 2), ((1, 1), (1, 1))),
+    "overlapping, stride 1": ((2, 7, 8, 3), (2, 2), (1, 1), "VALID"),
+    "SAME": ((2, 7, 8, 3), (2, 2), (2, 2), "SAME"),
+    "padded on one side": ((2, 7, 8, 3), (2, 2), (2, 2), ((1, 0), (0, 1))),
+    "ceil_mode's extra window": ((2, 9, 9, 3), (3, 3), (2, 2), ((0, 1), (0, 1))),
+    "default strides": ((2, 7, 8, 3), (2, 2), None, "VALID"),
+    "windows apart (stride past the window)": ((2, 11, 10, 2), (2, 2), (3, 4), "VALID"),
+    "5x5 stride 2x3, padding 2": ((2, 17, 15, 4), (5, 5), (2, 3), ((2, 2), (2, 2))),
+    "unbatched": ((9, 11, 4), (3, 3), (1, 2), "VALID"),
+    "1-d": ((2, 17, 3), (4,), (3,), ((2, 2),)),
+}
+
+
+def _strided(fn, window, strides, padding):
+    return functools.partial(fn, window_shape=window, strides=strides, padding=padding)
+
+
+@pytest.mark.parametrize("case", STRIDED)
+@pytest.mark.parametrize("tied", [False, True], ids=["random", "ties"])
+def test_strided_windows_equal_nnx_max_pool_float64(case, tied):
+    shape, window, strides, padding = STRIDED[case]
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=shape)
+    if tied:  # a few values only: most windows hold tied maxima
+        x = np.round(x * 2) / 2
+    ours = _strided(layers.max_pool, window, strides, padding)
+    theirs = _strided(nnx.max_pool, window, strides, padding)
+    assert "custom_vjp_call" in str(jax.make_jaxpr(ours)(x))
+    grad_jaxpr = str(jax.make_jaxpr(jax.grad(lambda x: ours(x).sum()))(x))
+    assert "reduce_window" not in grad_jaxpr and "select_and_scatter" not in grad_jaxpr
+    dy = rng.normal(size=jax.eval_shape(theirs, x).shape)
+    for a, b in zip(_value_and_grad(ours, x, dy), _value_and_grad(theirs, x, dy), strict=True):
+        assert a.dtype == np.float64 and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"strides": (1, 1)},
-        {"strides": (2, 2), "window_shape": (3, 3)},
-        {"strides": (2, 2), "padding": "SAME"},
-        {"strides": (2, 2), "padding": ((1, 0), (0, 1))},
-        {"strides": None},
-    ],
-    ids=["overlapping", "window larger than stride", "SAME", "padded", "default strides"],
+    "window, stride, padding",
+    [((3, 3), 2, 1), ((2, 2), 1, 0), ((3, 2), 1, 1), ((5, 5), (2, 3), 2)],
+    ids=["resnet18's", "stride 1", "3x2 stride 1 padded", "5x5"],
 )
-def test_what_it_does_not_cover_is_nnx(kwargs):
+@pytest.mark.parametrize("tied", [False, True], ids=["random", "ties"])
+def test_overlapping_windows_are_torchs_to_the_last_bit(window, stride, padding, tied):
+    """Where windows overlap, a place of the input collects several windows' cotangents; torch
+    adds them window after window, and so must the backward, or float64 lockstep parts by a
+    rounding step (8.9e-16 here with the offsets summed first to last)."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 17, 15, 4))
+    if tied:
+        x = np.maximum(np.round(x * 2) / 2, 0)  # a ReLU's zeros and a few values
+    x_t = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    y_t = torch.nn.functional.max_pool2d(x_t, window, stride, padding)
+    dy = rng.normal(size=y_t.shape)
+    y_t.backward(torch.tensor(dy))
+    pair = lambda v: tuple(v) if isinstance(v, tuple) else (v, v)  # noqa: E731
+    pads = tuple((p, p) for p in pair(padding))
+    pool = _strided(layers.max_pool, window, pair(stride), pads)
+    y, dx = _value_and_grad(pool, x, dy.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(y, y_t.detach().numpy().transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(dx, x_t.grad.numpy().transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize(
+    "x, kwargs",
+    [
+        (np.arange(2 * 7 * 8 * 3).reshape(2, 7, 8, 3), {"strides": (2, 2)}),
+        (np.zeros((2, 7, 8, 3)), {"strides": (1, 1), "padding": ((-1, 0), (0, 0))}),
+        (np.zeros((2, 1, 1, 3)), {"strides": (1, 1)}),
+    ],
+    ids=["integers", "negative padding", "window larger than the input"],
+)
+def test_what_it_does_not_cover_is_nnx(x, kwargs):
     kwargs = {"window_shape": (2, 2), **kwargs}
-    x = np.random.default_rng(3).normal(size=(2, 7, 8, 3))
     ours = functools.partial(layers.max_pool, **kwargs)
     theirs = functools.partial(nnx.max_pool, **kwargs)
     assert "custom_vjp_call" not in str(jax.make_jaxpr(ours)(x))
-    dy = jnp.ones(jax.eval_shape(theirs, x).shape)
-    for a, b in zip(_value_and_grad(ours, x, dy), _value_and_grad(theirs, x, dy), strict=True):
-        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ours(x), theirs(x))
 
 
 @pytest.mark.parametrize("window", [(2, 2), (3, 3)], ids=str)

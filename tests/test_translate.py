@@ -1116,7 +1116,8 @@ def sincos():
 
 
 # written by the translator before the fallback (commit 715759d), for models fx traces
-# symbolically; a deliberate change to what the translator writes regenerates them
+# symbolically; a deliberate change to what the translator writes regenerates them (since:
+# layers.max_pool for nnx.max_pool, the only difference)
 GOLDEN_SOURCES = pathlib.Path(__file__).parent / "golden" / "translate"
 
 

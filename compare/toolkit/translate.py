@@ -1871,8 +1871,8 @@ class PoolLeaf(Leaf):
         size = x.shape[2:]
         pads = _pool_padding(size, k, s, p, m.ceil_mode)
         pad_text = "" if all(p == (0, 0) for p in pads) else f", padding={pads}"
-        if self.kind == "max":  # Flax pads max pooling with -inf, as torch does
-            return f"nnx.max_pool({expr}, {k}, strides={s}{pad_text})", perm
+        if self.kind == "max":  # nnx.max_pool's padding (-inf, as torch's), fast on a CPU
+            return f"layers.max_pool({expr}, {k}, strides={s}{pad_text})", perm
         if getattr(m, "divisor_override", None):
             raise Untranslatable("avg_pool2d with divisor_override")
         if any(hi != lo for (lo, hi) in pads) and m.ceil_mode:
