@@ -7,6 +7,7 @@ and ``check`` exit 1 when the two sides disagree beyond the tolerance.
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -155,6 +156,7 @@ def cmd_translate(args):
         weights=args.weights,
         check=args.check,
         steps=args.steps,
+        lr=args.lr,
         class_name=args.class_name,
         progress=not args.no_progress and not args.json,
     )
@@ -271,6 +273,16 @@ def _positive(text):
     return value
 
 
+def _learning_rate(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
+
+
 def _add_data_parallel(p):
     p.add_argument(
         "--data-parallel",
@@ -374,6 +386,12 @@ def build_parser():
     p.add_argument("--class-name", help="the generated top class (default: the torch class's)")
     p.add_argument("--check", action="store_true", help="float64 lockstep on the spot")
     p.add_argument("--steps", type=_positive, default=5, help="--check's steps (default 5)")
+    p.add_argument(
+        "--lr",
+        type=_learning_rate,
+        default=0.01,
+        help="--check's learning rate (SGD, momentum 0.9; default 0.01)",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_translate)

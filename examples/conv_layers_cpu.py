@@ -4,8 +4,9 @@ JAX with ``jaxnets.layers``' convolution (``jaxnets/_conv.py``, what the tutoria
 with lax's own convolution (both jitted, outside any loop), and torch eager; float32, one
 thread, milliseconds per call (the mean of 20 after a warm-up). The loss is the sum of squares
 of the output; both sides take the gradient with respect to the input and the kernel. Then
-the MNIST nets' 2x2 max poolings the same three ways: ``jaxnets.layers.max_pool``
-(``jaxnets/_pool.py``), ``nnx.max_pool`` (``reduce_window``) and torch's ``max_pool2d``.
+the MNIST nets' 2x2 max poolings and resnet18's 3x3 stride-2 one the same three ways:
+``jaxnets.layers.max_pool`` (``jaxnets/_pool.py``), ``nnx.max_pool`` (``reduce_window``) and
+torch's ``max_pool2d``.
 docs/BENCHMARKS.md quotes it, run as
 
     taskset -c 0 python examples/conv_layers_cpu.py
@@ -57,11 +58,14 @@ LAYERS = [
 
 
 # (name, batch, input (h, w, c)): MaxPool2d(2)'s inputs
+# (name, batch, input (h, w, c), window, stride, padding)
 POOLS = [
-    ("mnist-cnn pool1 2x2", 64, (24, 24, 10)),
-    ("mnist-cnn pool2 2x2", 64, (8, 8, 20)),
-    ("mnist-resnet pool1 2x2", 64, (24, 24, 16)),
-    ("mnist-resnet pool2 2x2", 64, (8, 8, 32)),
+    ("mnist-cnn pool1 2x2", 64, (24, 24, 10), 2, 2, 0),
+    ("mnist-cnn pool2 2x2", 64, (8, 8, 20), 2, 2, 0),
+    ("mnist-resnet pool1 2x2", 64, (24, 24, 16), 2, 2, 0),
+    ("mnist-resnet pool2 2x2", 64, (8, 8, 32), 2, 2, 0),
+    # torchvision's resnet18 on batches of 32 3x32x32 images (examples/vision_speed_cpu.py)
+    ("resnet18 maxpool 3x3 s2 p1", 32, (16, 16, 64), 3, 2, 1),
 ]
 
 
@@ -121,17 +125,21 @@ def main():
             flush=True,
         )
     print(f"{'pooling':32s} {'JAX _pool':>10s} {'JAX nnx':>10s} {'torch':>10s}  (ms)")
-    for name, batch, shape in POOLS:
+    for name, batch, shape, k, s, p in POOLS:
         x = jnp.asarray(rng.normal(size=(batch, *shape)), jnp.float32)
+
+        def loss(x, pool, k=k, s=s, p=p):
+            return (pool(x, (k, k), (s, s), ((p, p), (p, p))) ** 2).sum()
+
         ms = [
-            _jax_ms(jax.grad(lambda x, pool=pool: (pool(x, (2, 2), (2, 2)) ** 2).sum()), x)
+            _jax_ms(jax.grad(lambda x, pool=pool: loss(x, pool)), x)
             for pool in (layers.max_pool, nnx.max_pool)
         ]
         x_torch = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2), requires_grad=True)
 
-        def torch_pool(x_torch=x_torch):
+        def torch_pool(x_torch=x_torch, k=k, s=s, p=p):
             x_torch.grad = None
-            (torch.nn.functional.max_pool2d(x_torch, 2) ** 2).sum().backward()
+            (torch.nn.functional.max_pool2d(x_torch, k, s, p) ** 2).sum().backward()
 
         print(f"{name:32s} {ms[0]:10.2f} {ms[1]:10.2f} {_ms(torch_pool):10.2f}", flush=True)
 

@@ -4,10 +4,11 @@ The files were written by the command line before ``compare/`` was cut into its 
 19), and edited only where a change was meant: ``list``'s lesson column cites each lesson
 (docs/LESSONS.md) instead of a private path, and ``parity``'s ``bound.why`` names the
 registry's new path; the ``translate`` verb (issue 21) added its own help and a line in the
-verbs' list, and its ``--weights PATH`` (an Orbax checkpoint unless ``.safetensors``) its help
-line. Every verb's help, ``list`` (text and JSON) and two ``parity --json``
-runs must still read the same: the same fields, the same words; numbers to rounding (they
-are float64 differences of order 1e-16, which another library version may round otherwise).
+verbs' list, its ``--weights PATH`` (an Orbax checkpoint unless ``.safetensors``) a help
+line, and ``--lr`` (the check's learning rate) one more. Every verb's help, ``list`` (text and
+JSON) and two ``parity --json`` runs must still read the same: the same fields, the same
+words; numbers to rounding (they are float64 differences of order 1e-16, which another library
+version may round otherwise).
 """
 
 import json

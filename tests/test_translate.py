@@ -1088,6 +1088,31 @@ def test_the_command_reaches_a_tutorials_net_by_task_and_name(cli):
     assert code == 2 and "unknown task 'nope'" in stderr
 
 
+def test_the_checks_learning_rate_is_the_one_given(cli, capsys):
+    """``--lr`` sets the rate of ``--check``'s SGD (a model whose loss the default 0.01 sends up
+    step after step, as resnet50's on random batches, can be checked at a rate it trains at);
+    a rate that is not a positive number is refused in one line before anything runs."""
+    import json
+
+    flags = ["--input", "4,1", "--check", "--steps", "2", "--json", "--no-progress"]
+    target = ["translate", "compare.tutorials:torch_model", "--kwargs", "task=optimizers"]
+    losses = {}
+    for lr in ("0.01", "0.5"):
+        code, stdout, _ = cli(*target, "model=Momentum", *flags, "--lr", lr)
+        result = json.loads(stdout)
+        assert code == 0 and result["check"]["passed"] and result["lr"] == float(lr)
+        losses[lr] = result["check"]["final_loss"]["torch"]
+    assert losses["0.01"] != losses["0.5"]  # the rate reached torch's optimizer
+    code, stdout, _ = cli(*target, "model=Momentum", *flags)
+    assert json.loads(stdout)["check"]["final_loss"]["torch"] == losses["0.01"]  # the default
+    for bad in ("0", "-1", "nan", "fast"):
+        with pytest.raises(SystemExit) as done:  # argparse's refusal, before anything runs
+            cli(*target, "model=Momentum", *flags, "--lr", bad)
+        captured = capsys.readouterr()
+        assert done.value.code == 2 and captured.out == ""
+        assert len(captured.err.strip().splitlines()) == 1 and "argument --lr" in captured.err
+
+
 def test_a_one_column_output_is_fit_by_squared_error_not_a_one_class_cross_entropy():
     """Cross-entropy over a single class is 0 whatever the weights: a regression's (or a
     discriminator's) lockstep under it would train nothing and pass on zero gradients."""

@@ -148,6 +148,7 @@ def run(
     weights=None,
     check=False,
     steps=5,
+    lr=0.01,
     class_name=None,
     progress=False,
 ):
@@ -201,7 +202,13 @@ def run(
         payload["source"] = result.source
     if check:
         start = time.perf_counter()
-        report = result.check(steps=steps, progress=progress)
+        import torch
+
+        def sgd(model):  # the default optimizer of Translation.check, at the rate asked for
+            return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+
+        report = result.check(steps=steps, torch_optimizer=sgd, progress=progress)
+        payload["lr"] = lr
         payload["check"] = report.to_json()
         payload["check"]["report"] = str(report)
         payload["check_seconds"] = round(time.perf_counter() - start, 3)
