@@ -286,13 +286,78 @@ def _offset_pads(offset, kernel_size, strides, dilation):
     ]
 
 
+def _phase_layout(in_size, kernel_size, strides):
+    # by phase: output pixel p = s * q + a takes offset o = s * j + a from input pixel q - j;
+    # per axis, J = ceil(k / s) shifts, phase grids of in + J - 1 pixels, s of them interleaved
+    shifts = [-(-k // s) for k, s in zip(kernel_size, strides, strict=True)]
+    grid = [i + j - 1 for i, j in zip(in_size, shifts, strict=True)]
+    return shifts, grid
+
+
+def _by_phase(products, kernel_size, strides):
+    """``_overlap_add`` without dilation: each offset's products shifted (an unstrided pad)
+    into the grid of its phase, the phase grids interleaved by a reshape. Each output pixel
+    adds the same products in the same order (offsets in row-major order) as the pads below,
+    so the two are equal to the last bit; here the additions cover the output once per
+    offset of one phase instead of once per offset."""
+    n = len(kernel_size)
+    batch, in_size, out_features = products.shape[0], products.shape[1 : 1 + n], products.shape[-1]
+    shifts, grid = _phase_layout(in_size, kernel_size, strides)
+    grids = {}
+    for i, offset in enumerate(itertools.product(*map(range, kernel_size))):
+        phase = tuple(o % s for o, s in zip(offset, strides, strict=True))
+        shift = [o // s for o, s in zip(offset, strides, strict=True)]
+        part = lax.index_in_dim(products, i, axis=n + 1, keepdims=False)
+        pads = [(0, 0), *((j, big - 1 - j) for j, big in zip(shift, shifts, strict=True)), (0, 0)]
+        part = jnp.pad(part, pads)  # (batch, *grid, out_features)
+        grids[phase] = part if phase not in grids else grids[phase] + part
+    zeros = jnp.zeros((batch, *grid, out_features), products.dtype)
+
+    def interleave(prefix):  # (batch, g1, s1, g2, s2, ..., out_features), one axis at a time
+        if len(prefix) == n:
+            return grids.get(prefix, zeros)
+        depth = len(prefix)
+        # the children hold axes depth + 1 on as (grid, stride) pairs, the earlier ones whole
+        return jnp.stack([interleave((*prefix, a)) for a in range(strides[depth])], axis=2 + depth)
+
+    y = interleave(()).reshape(batch, *(g * s for g, s in zip(grid, strides, strict=True)), -1)
+    size = [(i - 1) * s + k for i, s, k in zip(in_size, strides, kernel_size, strict=True)]
+    return y[(slice(None), *(slice(0, m) for m in size), slice(None))]
+
+
+def _by_phase_bwd(shape, kernel_size, strides, dy):
+    # the transpose of _by_phase: dy padded to whole phase grids, split by phase with a
+    # reshape, then one unstrided slice per offset: data movement only, as the strided slices
+    n = len(kernel_size)
+    in_size = shape[1 : 1 + n]
+    shifts, grid = _phase_layout(in_size, kernel_size, strides)
+    full = [g * s for g, s in zip(grid, strides, strict=True)]
+    dy = jnp.pad(
+        dy, [(0, 0), *((0, f - d) for f, d in zip(full, dy.shape[1:-1], strict=True)), (0, 0)]
+    )
+    split = [d for g, s in zip(grid, strides, strict=True) for d in (g, s)]
+    dy = dy.reshape(dy.shape[0], *split, dy.shape[-1])  # (batch, g1, s1, g2, s2, ..., out)
+    slices = []
+    for offset in itertools.product(*map(range, kernel_size)):
+        at = [slice(None)]
+        for o, s, i in zip(offset, strides, in_size, strict=True):
+            j = o // s
+            at += [slice(j, j + i), o % s]
+        slices.append(dy[(*at, slice(None))])  # (batch, *in_size, out_features)
+    return jnp.stack(slices, axis=-2)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _overlap_add(products, kernel_size, strides, dilation):
     """Each kernel offset's (batch, *in_size, out_features) products, added into the output
     at that offset, stride steps apart: (batch, *((in_size - 1) * strides + dilated kernel),
-    out_features). Its backward takes one strided slice per offset (autodiff's would pad each
-    offset's gradient back to all of ``products``: kernel pixels squared times the work)."""
+    out_features). Its backward takes one slice per offset (autodiff's would pad each
+    offset's gradient back to all of ``products``: kernel pixels squared times the work).
+    Without kernel dilation (dcgan's) by phase, ``_by_phase``; with it, one interior-padded
+    ``lax.pad`` per offset into the whole output."""
     n = len(kernel_size)
+    if all(d == 1 for d in dilation):
+        return _by_phase(products, kernel_size, strides)
     zero = jnp.zeros((), products.dtype)
     return sum(
         lax.pad(
@@ -309,6 +374,8 @@ def _overlap_add_fwd(products, kernel_size, strides, dilation):
 
 
 def _overlap_add_bwd(kernel_size, strides, dilation, shape, dy):
+    if all(d == 1 for d in dilation):
+        return (_by_phase_bwd(shape, kernel_size, strides, dy),)
     in_size = shape[1:-2]
     slices = []
     for offset in itertools.product(*map(range, kernel_size)):
@@ -326,6 +393,10 @@ def _overlap_add_bwd(kernel_size, strides, dilation, shape, dy):
 
 
 _overlap_add.defvjp(_overlap_add_fwd, _overlap_add_bwd)
+
+
+def _one_pixel(lhs, dilation):
+    return all(size == 1 for size in lhs.shape[1:-1]) and all(d == 1 for d in dilation)
 
 
 def conv_transpose(
@@ -359,7 +430,8 @@ def conv_transpose(
     # Not a convolution over the input dilated by the strides (at stride 2, three zeros in
     # every four pixels; from dcgan's 1x1 input padded to 13x13, 168 in 169) but what that
     # computes: each input pixel times the kernel, one matmul, added into the output at
-    # stride steps, one lax.pad per kernel offset. Its backward is slices and matmuls.
+    # stride steps (by phase, or one lax.pad per kernel offset with kernel dilation). Its
+    # backward is slices and matmuls.
     kernel = rhs.swapaxes(-1, -2) if transpose_kernel else jnp.flip(rhs, axis=tuple(range(n)))
     kernel_size, in_features, out_features = (
         kernel.shape[:n],
@@ -375,7 +447,13 @@ def conv_transpose(
         precision=precision,
         preferred_element_type=preferred_element_type,
     )  # (batch, *in_size, kernel pixels, out_features)
-    y = _overlap_add(products, tuple(kernel_size), tuple(strides), tuple(dilation))
+    if _one_pixel(lhs, dilation):
+        # one input pixel (dcgan's noise, 1x1): nothing overlaps, each kernel offset's product
+        # is its own output pixel, so the overlap-add is a reshape (the same numbers: it adds
+        # only zeros); a dense layer, 15x faster forward and backward than the pads on a CPU
+        y = products.reshape(products.shape[0], *kernel_size, out_features)
+    else:
+        y = _overlap_add(products, tuple(kernel_size), tuple(strides), tuple(dilation))
     zero = jnp.zeros((), y.dtype)
     # lax's padding is of the dilated input: here, less the kernel's reach on each side
     crop = [(lo - k + 1, hi - k + 1, 0) for (lo, hi), k in zip(padding, dilated_k, strict=True)]
