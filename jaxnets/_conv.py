@@ -450,7 +450,7 @@ def conv_transpose(
     if _one_pixel(lhs, dilation):
         # one input pixel (dcgan's noise, 1x1): nothing overlaps, each kernel offset's product
         # is its own output pixel, so the overlap-add is a reshape (the same numbers: it adds
-        # only zeros); a dense layer, 15x faster forward and backward than the pads on a CPU
+        # only zeros); a dense layer, 12x faster forward and backward than the pads on a CPU
         y = products.reshape(products.shape[0], *kernel_size, out_features)
     else:
         y = _overlap_add(products, tuple(kernel_size), tuple(strides), tuple(dilation))
