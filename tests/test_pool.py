@@ -141,6 +141,10 @@ def test_strided_windows_equal_nnx_max_pool_float64(case, tied):
         np.testing.assert_array_equal(a, b)
 
 
+def _pair(v):  # torch's int or pair
+    return tuple(v) if isinstance(v, tuple) else (v, v)
+
+
 @pytest.mark.parametrize(
     "window, stride, padding",
     [((3, 3), 2, 1), ((2, 2), 1, 0), ((3, 2), 1, 1), ((5, 5), (2, 3), 2)],
@@ -159,9 +163,8 @@ def test_overlapping_windows_are_torchs_to_the_last_bit(window, stride, padding,
     y_t = torch.nn.functional.max_pool2d(x_t, window, stride, padding)
     dy = rng.normal(size=y_t.shape)
     y_t.backward(torch.tensor(dy))
-    pair = lambda v: tuple(v) if isinstance(v, tuple) else (v, v)  # noqa: E731
-    pads = tuple((p, p) for p in pair(padding))
-    pool = _strided(layers.max_pool, window, pair(stride), pads)
+    pads = tuple((p, p) for p in _pair(padding))
+    pool = _strided(layers.max_pool, window, _pair(stride), pads)
     y, dx = _value_and_grad(pool, x, dy.transpose(0, 2, 3, 1))
     np.testing.assert_array_equal(y, y_t.detach().numpy().transpose(0, 2, 3, 1))
     np.testing.assert_array_equal(dx, x_t.grad.numpy().transpose(0, 2, 3, 1))

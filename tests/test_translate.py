@@ -17,6 +17,7 @@ through the command line.
 import collections
 import copy
 import functools
+import inspect
 import pathlib
 import re
 
@@ -1105,6 +1106,8 @@ def test_the_checks_learning_rate_is_the_one_given(cli, capsys):
     assert losses["0.01"] != losses["0.5"]  # the rate reached torch's optimizer
     code, stdout, _ = cli(*target, "model=Momentum", *flags)
     assert json.loads(stdout)["check"]["final_loss"]["torch"] == losses["0.01"]  # the default
+    with pytest.raises(CompareError, match="give it or torch_optimizer"):  # which one wins?
+        tr.translate(nn.Linear(2, 2), torch.randn(4, 2)).check(lr=0.1, torch_optimizer=object())
     for bad in ("0", "-1", "nan", "fast"):
         with pytest.raises(SystemExit) as done:  # argparse's refusal, before anything runs
             cli(*target, "model=Momentum", *flags, "--lr", bad)
@@ -1485,19 +1488,8 @@ def test_every_output_counts_in_the_default_loss():
     assert not report.passed and report.first_divergence["tensor"] == "loss", str(report)
 
 
-LABELLED_MODELS = """import torch
-from torch import nn
-
-
-class Labelled(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.label_emb = nn.Embedding(5, 3)
-        self.fc = nn.Linear(6 + 3, 4)
-
-    def forward(self, x, labels):
-        return self.fc(torch.cat([x, self.label_emb(labels)], dim=1))
-"""
+# the command imports the model by name: Labelled above, written to a module of its own
+LABELLED_MODELS = "import torch\nfrom torch import nn\n\n\n" + inspect.getsource(Labelled)
 
 
 def test_the_command_takes_one_input_per_forward_argument(cli, tmp_path, monkeypatch):

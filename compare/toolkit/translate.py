@@ -2738,6 +2738,7 @@ class Translation:
         flax_loss=None,
         torch_optimizer=None,
         steps=5,
+        lr=None,
         dtype="float64",
         seed=0,
         **check_kwargs,
@@ -2746,11 +2747,14 @@ class Translation:
         by default ``steps`` batches drawn like the example inputs (each forward argument its
         own array, in order, to both sides), the sum over the output's tensors of
         cross-entropy on integer labels for a 2-D output of two columns or more (mean squared
-        error otherwise), SGD with momentum."""
+        error otherwise), SGD at ``lr`` (0.01 unless given) with momentum 0.9; ``lr`` is the
+        default optimizer's, so it and ``torch_optimizer`` are not given together."""
         import copy
 
         from compare.toolkit.check import check
 
+        if torch_optimizer is not None and lr is not None:
+            raise CompareError("check: lr sets the default SGD's rate; give it or torch_optimizer")
         torch_model = copy.deepcopy(self.torch_module)
         torch_model.train(self.torch_module.training)
         if batches is None:
@@ -2758,7 +2762,8 @@ class Translation:
         if torch_loss is None or flax_loss is None:
             torch_loss, flax_loss = default_losses(self.torch_module, self.example_inputs)
         if torch_optimizer is None:
-            torch_optimizer = torch.optim.SGD(torch_model.parameters(), lr=0.01, momentum=0.9)
+            rate = 0.01 if lr is None else lr
+            torch_optimizer = torch.optim.SGD(torch_model.parameters(), lr=rate, momentum=0.9)
         elif callable(torch_optimizer) and not isinstance(torch_optimizer, torch.optim.Optimizer):
             torch_optimizer = torch_optimizer(torch_model)
         return check(

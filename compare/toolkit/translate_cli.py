@@ -202,12 +202,7 @@ def run(
         payload["source"] = result.source
     if check:
         start = time.perf_counter()
-        import torch
-
-        def sgd(model):  # the default optimizer of Translation.check, at the rate asked for
-            return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-
-        report = result.check(steps=steps, torch_optimizer=sgd, progress=progress)
+        report = result.check(steps=steps, lr=lr, progress=progress)
         payload["lr"] = lr
         payload["check"] = report.to_json()
         payload["check"]["report"] = str(report)
