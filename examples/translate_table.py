@@ -5,9 +5,10 @@
 
 Each model runs in its own process, as a user would run it:
 ``twinnets translate torchvision.models:NAME --kwargs ... --input SHAPE --out FILE --check
---steps 5 --json`` (training mode, SGD with momentum, float64 lockstep). The table (translated?,
-the lockstep's figures, lines of generated code, the time to translate and to check, or the
-failure's one line) is written between the markers of docs/TRANSLATE.md, with the head of the
+--steps 5 --json [--lr RATE]`` (training mode, SGD with momentum, float64 lockstep; ``RATES``
+below for the rows checked at a lower rate). The table (translated?, the lockstep's figures,
+lines of generated code, the time to translate and to check, or the failure's one line) is
+written between the markers of docs/TRANSLATE.md, with the head of the
 generated resnet18.
 
 ``--tutorials``: every tutorial's torch model instead (``compare.tutorials.models.EXAMPLES``),
@@ -56,7 +57,22 @@ MODELS = {
     "resnet50": (["num_classes=10"], "4,3,128,128", "batch 4, 128x128"),
     "vgg11_bn": (["num_classes=10"], "2,3,32,32", ""),
 }
+# SGD's rate where the check's default, 0.01, leaves torch chaotic against itself (with momentum
+# 0.9 at batch 4 resnet50's loss goes 2.45, 5.21, 11.3): the largest of 0.003, 0.001, 0.0003 and
+# 0.0001 at which torch, from weights nudged by one rounding step, stays within 1e-10 of itself
+# over the 5 steps, so that check holds the twin to its fixed bound, 1e-9, not to 10x torch's
+# noise (the sweep is in docs/TRANSLATE.md). The rate does not blunt the check: every step's
+# gradients are compared before it touches them.
+RATES = {"regnet_y_400mf": 0.003, "mobilenet_v2": 0.003, "googlenet": 0.0001, "resnet50": 0.0001}
 BEGIN, END = "<!-- translate-table:begin -->", "<!-- translate-table:end -->"
+
+
+def within_the_fixed_bound(check):
+    """Passed, within 1e-9, and held to 1e-9 itself: a check whose bound was torch's noise
+    (``sensitivity``) is said to be so even where its figures are within 1e-9."""
+    worst = max(check.get("loss_max_rel_diff", 0.0), check.get("param_max_rel_diff", 0.0))
+    fixed = check.get("bound", {}).get("kind", "fixed") == "fixed"
+    return bool(check.get("passed")) and worst <= 1e-9 and fixed
 
 
 def run_one(name, folder, steps):
@@ -65,6 +81,9 @@ def run_one(name, folder, steps):
     command = [sys.executable, "-m", "compare", "translate", f"torchvision.models:{name}"]
     command += ["--kwargs", *kwargs, "--input", shape, "--out", str(out)]
     command += ["--check", "--steps", str(steps), "--json", "--no-progress"]
+    if name in RATES:
+        command += ["--lr", str(RATES[name])]
+        note = "; ".join(filter(None, [note, f"lr {RATES[name]}"]))
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
@@ -106,9 +125,8 @@ def table(rows):
                     ],
                 )
             )
-        bound = c.get("bound", {})
-        if c.get("passed") and max(c["loss_max_rel_diff"], c["param_max_rel_diff"]) > 1e-9:
-            verdict += f" (by its noise bound, {bound.get('kind', '')})"
+        if c.get("passed") and not within_the_fixed_bound(c):
+            verdict += f" (by its noise bound, {c.get('bound', {}).get('kind', '')})"
         diffs = f"{c.get('loss_max_rel_diff', float('nan')):.1e} / "
         diffs += f"{c.get('param_max_rel_diff', float('nan')):.1e}"
         out.append(
@@ -122,8 +140,9 @@ def excerpt(rows, lines=60):
     for r in rows:
         if r["model"] == "resnet18" and r.get("source_file"):
             text = Path(r["source_file"]).read_text().splitlines()
+            shape = r["input"] if isinstance(r["input"], str) else ",".join(map(str, r["input"]))
             command = "twinnets translate torchvision.models:resnet18 --kwargs num_classes=10"
-            command += f" --input {r['input']} --out resnet18_nnx.py"
+            command += f" --input {shape} --out resnet18_nnx.py"
             lead = f"The head of the generated resnet18 (`{command}`):\n\n"
             return lead + "```python\n" + "\n".join(text[:lines]) + "\n# ...\n```\n"
     return ""
@@ -272,8 +291,7 @@ def tutorial_table(rows):
             continue
         c = r.get("check", {})
         verdict = "passed" if c.get("passed") else "FAILED"
-        worst = max(c.get("loss_max_rel_diff", 0.0), c.get("param_max_rel_diff", 0.0))
-        if c.get("passed") and worst > 1e-9:
+        if c.get("passed") and not within_the_fixed_bound(c):
             verdict += f" (by its noise bound, {c.get('bound', {}).get('kind', '')})"
         note = ""
         first = c.get("first_divergence")
@@ -297,18 +315,13 @@ def provenance(rows):
     import platform
     from importlib.metadata import version
 
-    passed = sum(
-        1
-        for r in rows
-        if r.get("check", {}).get("passed")
-        and max(r["check"]["loss_max_rel_diff"], r["check"]["param_max_rel_diff"]) <= 1e-9
-    )
+    passed = sum(within_the_fixed_bound(r.get("check", {})) for r in rows)
     day = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     versions = ", ".join(f"{p} {version(p)}" for p in ("torch", "jax", "flax", "optax"))
     return (
         f"Measured {day} on {platform.system()} {platform.machine()} ({os.cpu_count()} CPU "
         f"cores, CPU only), Python {platform.python_version()}, {versions}: {passed} of "
-        f"{len(rows)} models translated and within 1e-9 in float64 lockstep "
+        f"{len(rows)} models translated and within 1e-9 (the fixed bound) in float64 lockstep "
         "(`python examples/translate_table.py --tutorials`).\n"
     )
 
