@@ -241,6 +241,23 @@ def test_float32_is_held_to_torchs_own_float32_error():
     assert max(result["loss_max_rel_diff"], result["param_max_rel_diff"]) > 1e-4
 
 
+def test_a_float64_check_held_to_torchs_noise_says_the_trajectory_is_chaotic():
+    """In float64 a noise bound means torch, from weights one rounding step away, did not
+    agree with itself: the report says so and names the way out (a smaller rate, the
+    translate table's remedy); beside float32 the noise is float32's and it does not."""
+    import dataclasses
+
+    float32 = shaky_check()
+    assert float32.bound["kind"] == "sensitivity" and "chaotic" not in str(float32)
+    torch.manual_seed(0)
+    fixed = check_mse(TorchShaky(), FlaxShaky(rngs=nnx.Rngs(0)), random_batches((4, 4)), steps=2)
+    assert fixed.bound["kind"] == "fixed" and "chaotic" not in str(fixed)
+    noisy = {**fixed.bound, "kind": "sensitivity", "self_divergence": 2.3e-10, "tolerance": 2.3e-9}
+    text = str(dataclasses.replace(fixed, bound=noisy))
+    assert "torch parts from itself by 2.3e-10 here: a chaotic trajectory" in text
+    assert "smaller learning rate" in text and "hold the port to 1e-09" in text
+
+
 def test_float32_still_fails_a_wrong_port_by_orders_of_magnitude():
     result = shaky_check(flax_eps=1e-3).to_json()  # nnx's eps where torch's is 1e-5
     first = result["first_divergence"]

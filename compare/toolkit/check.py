@@ -103,6 +103,13 @@ class Report:
                 f"  {'':<22} or {self.bound['factor']:g} x each tensor's own noise, up to "
                 f"{self.bound['tolerance']:.1e} ({self.bound['reference']})"
             )
+            if self.dtype == "float64":  # beside float32 the noise is float32's, not chaos
+                lines.append(
+                    f"  note: torch parts from itself by {self.bound['self_divergence']:.1e} "
+                    "here: a chaotic trajectory; a smaller learning rate (or a larger batch or "
+                    f"input) can tame it and hold the port to {self.bound['floor']:.0e} "
+                    "(docs/TRANSLATE.md, the rate sweep)"
+                )
         lines.append(f"  {'optimizer':<22} {self.optimizer}")
         lines.append(f"  {'dropout':<22} {self.dropout}")
         first = self.first_divergence
