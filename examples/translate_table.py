@@ -53,16 +53,16 @@ MODELS = {
     ),
     "densenet121": (["num_classes=10"], "2,3,64,64", ""),
     "convnext_tiny": (["num_classes=10", STOCHASTIC], "2,3,64,64", "stochastic depth off"),
-    "alexnet": (["num_classes=10"], "2,3,64,64", ""),
+    "alexnet": (["num_classes=10"], "2,3,64,64", "64x64: 32x32 pools to nothing"),
     "resnet50": (["num_classes=10"], "4,3,128,128", "batch 4, 128x128"),
     "vgg11_bn": (["num_classes=10"], "2,3,32,32", ""),
 }
 # SGD's rate where the check's default, 0.01, leaves torch chaotic against itself (with momentum
-# 0.9 at batch 4 resnet50's loss goes 2.45, 5.21, 11.3): the largest of 0.003, 0.001, 0.0003 and
-# 0.0001 at which torch, from weights nudged by one rounding step, stays within 1e-10 of itself
-# over the 5 steps, so that check holds the twin to its fixed bound, 1e-9, not to 10x torch's
-# noise (the sweep is in docs/TRANSLATE.md). The rate does not blunt the check: every step's
-# gradients are compared before it touches them.
+# 0.9 at batch 4 resnet50's loss goes 2.45, 5.21, 11.3): the largest of 0.01, 0.003, 0.001,
+# 0.0003 and 0.0001 at which torch, from weights nudged by one rounding step, stays within 1e-10
+# of itself over the 5 steps, so that check holds the loss and the parameters to 1e-9, not to 10x
+# torch's noise (the sweep is in docs/TRANSLATE.md). Gradients, outputs and statistics are each
+# measured at their own scale: their relative differences do not shrink with the rate.
 RATES = {"regnet_y_400mf": 0.003, "mobilenet_v2": 0.003, "googlenet": 0.0001, "resnet50": 0.0001}
 BEGIN, END = "<!-- translate-table:begin -->", "<!-- translate-table:end -->"
 
@@ -136,15 +136,24 @@ def table(rows):
     return head + "\n".join(out) + "\n"
 
 
-def excerpt(rows, lines=60):
+def excerpt(rows):
+    """The generated resnet18 as a reader meets it: the module's head and its first class
+    whole, then the model class's forward (its ``__init__`` elided to its last line)."""
     for r in rows:
         if r["model"] == "resnet18" and r.get("source_file"):
-            text = Path(r["source_file"]).read_text().splitlines()
+            text = Path(r["source_file"]).read_text().rstrip("\n").splitlines()
+            classes = [i for i, line in enumerate(text) if line.startswith("class ")]
+            model = classes[-1]
+            call = next(i for i in range(model, len(text)) if "def __call__(" in text[i])
+            shown = text[: classes[1]] if len(classes) > 1 else text[:model]
+            shown += ["# ...", "", ""] + text[model : model + 2] + ["", "        ..."]
+            shown += [text[call - 2], ""] + text[call:]
             shape = r["input"] if isinstance(r["input"], str) else ",".join(map(str, r["input"]))
             command = "twinnets translate torchvision.models:resnet18 --kwargs num_classes=10"
             command += f" --input {shape} --out resnet18_nnx.py"
             lead = f"The head of the generated resnet18 (`{command}`):\n\n"
-            return lead + "```python\n" + "\n".join(text[:lines]) + "\n# ...\n```\n"
+            body = "```python\n" + "\n".join(shown) + "\n```\n"
+            return lead + body + f"\n({len(text)} lines in all.)\n"
     return ""
 
 

@@ -243,8 +243,9 @@ def test_float32_is_held_to_torchs_own_float32_error():
 
 def test_a_float64_check_held_to_torchs_noise_says_the_trajectory_is_chaotic():
     """In float64 a noise bound means torch, from weights one rounding step away, did not
-    agree with itself: the report says so and names the way out (a smaller rate, the
-    translate table's remedy); beside float32 the noise is float32's and it does not."""
+    agree with itself: a passing report says so and names the way out (a smaller rate, the
+    translate table's remedy); a failing one does not (a failure is a port to look at), nor
+    does float32's, whose noise is float32's."""
     import dataclasses
 
     float32 = shaky_check()
@@ -254,8 +255,26 @@ def test_a_float64_check_held_to_torchs_noise_says_the_trajectory_is_chaotic():
     assert fixed.bound["kind"] == "fixed" and "chaotic" not in str(fixed)
     noisy = {**fixed.bound, "kind": "sensitivity", "self_divergence": 2.3e-10, "tolerance": 2.3e-9}
     text = str(dataclasses.replace(fixed, bound=noisy))
-    assert "torch parts from itself by 2.3e-10 here: a chaotic trajectory" in text
-    assert "smaller learning rate" in text and "hold the port to 1e-09" in text
+    assert "torch parts from itself by 2.3e-10 here (a chaotic trajectory)" in text
+    assert "held to 10 x that, not to 1e-09" in text and "smaller learning rate" in text
+    assert "chaotic" not in str(dataclasses.replace(fixed, bound=noisy, passed=False))
+
+
+@pytest.mark.parametrize("lr", [0.01, 1e-4, 1e-6])
+def test_a_small_rate_still_sees_an_update_one_part_in_a_million_off(lr):
+    """A small rate barely moves the weights, so a wrong update shows less in them; but a
+    parameter that starts at 0 (a BatchNorm bias) holds only updates, and so the momentum
+    buffer's 1e-6 error at full size: caught at step 1 whatever the rate (the translate
+    table checks four torchvision rows at 0.003 and 0.0001)."""
+    batches = random_batches((4, 4), count=4, seed=1)
+    for momentum, passes in ((0.9, True), (0.9 * (1 + 1e-6), False)):
+        torch.manual_seed(0)
+        torch_model, flax_model = TorchShaky(), FlaxShaky(rngs=nnx.Rngs(0))
+        optimizer = torch.optim.SGD(torch_model.parameters(), lr=lr, momentum=0.9)
+        tx = optax.sgd(lr, momentum=momentum)
+        report = check_mse(torch_model, flax_model, batches, optimizer, optax_tx=tx, steps=4)
+        assert report.passed is passes, str(report)
+    assert report.first_divergence["step"] == 1 and report.first_divergence["rel_diff"] > 3e-9
 
 
 def test_float32_still_fails_a_wrong_port_by_orders_of_magnitude():
