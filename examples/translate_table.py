@@ -98,13 +98,20 @@ def run_one(name, folder, steps):
     return row
 
 
+def input_spec(row):
+    """The row's input as the command line spells it: the JSON the command prints turns
+    ``4,3,128,128`` into a list."""
+    shape = row["input"]
+    return shape if isinstance(shape, str) else ",".join(map(str, shape))
+
+
 def table(rows):
     head = "| model | input | translated | lockstep (5 steps, float64) | loss / params rel. diff "
     head += "| lines | translate s | check s | note |\n"
     head += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     out = []
     for r in rows:
-        shape = r["input"] if isinstance(r["input"], str) else ",".join(map(str, r["input"]))
+        shape = input_spec(r)
         r = {**r, "input": shape}
         if "error" in r:
             reason = r["error"].removeprefix("error: ")
@@ -148,7 +155,7 @@ def excerpt(rows):
             shown = text[: classes[1]] if len(classes) > 1 else text[:model]
             shown += ["# ...", "", ""] + text[model : model + 2] + ["", "        ..."]
             shown += [text[call - 2], ""] + text[call:]
-            shape = r["input"] if isinstance(r["input"], str) else ",".join(map(str, r["input"]))
+            shape = input_spec(r)
             command = "twinnets translate torchvision.models:resnet18 --kwargs num_classes=10"
             command += f" --input {shape} --out resnet18_nnx.py"
             lead = f"The head of the generated resnet18 (`{command}`):\n\n"

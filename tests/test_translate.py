@@ -1119,9 +1119,10 @@ def test_the_checks_learning_rate_is_the_one_given(cli, capsys):
 @pytest.mark.parametrize("lr", [0.01, 1e-4, 1e-6])
 def test_a_small_rate_does_not_blunt_the_check(monkeypatch, lr):
     """The proof table checks resnet50 at lr 1e-4, where torch stops being chaotic against
-    itself; a small rate shrinks how far the parameters move, but every step's gradients are
-    compared before the rate touches them: the float32 Hardsigmoid slope (3e-8 in a gradient,
-    the subtlest port error found) fails at step 0 whatever the rate."""
+    itself; a small rate shrinks how far the parameters move, but a gradient is compared at
+    its own scale (step 0's before the rate has moved anything): the float32 Hardsigmoid
+    slope (3e-8 in a gradient, the subtlest port error found) fails at step 0 whatever the
+    rate, by the same 3e-8, not by lr times it."""
     monkeypatch.setitem(tr.OPS, "hardsigmoid", tr._unary("jax.nn.hard_sigmoid({x})"))
     torch.manual_seed(0)
     report = tr.translate(SqueezeExcite(), torch.randn(2, 3, 8, 8)).check(steps=2, lr=lr)
